@@ -1,0 +1,144 @@
+//! The primitives, exactly as the formats call them. `pub(crate)`: nothing outside the core
+//! reaches in (the hidden `__private` re-export exists only for the crate's own tests and
+//! benches, which check these functions against Wycheproof).
+
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::ChaCha20Poly1305;
+use hkdf::Hkdf;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// AEAD key length for both AEADs (bytes).
+pub const KEY_LEN: usize = 32;
+/// AEAD nonce length for both AEADs (bytes).
+pub const NONCE_LEN: usize = 12;
+/// AEAD tag length for both AEADs (bytes).
+pub const TAG_LEN: usize = 16;
+
+/// HKDF-SHA256 with `info` given as parts that are concatenated (no copy is made).
+/// `out` may be at most 255 * 32 bytes.
+pub fn hkdf_sha256(salt: Option<&[u8]>, ikm: &[u8], info: &[&[u8]], out: &mut [u8]) -> Result<()> {
+    Hkdf::<Sha256>::new(salt, ikm)
+        .expand_multi_info(info, out)
+        .map_err(|_| Error::Limit)
+}
+
+/// SHA-256 over the concatenation of `parts`.
+pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// An AES-256-GCM key schedule with the 96-bit nonce and 128-bit tag the formats use.
+pub struct Aes256GcmKey(Aes256Gcm);
+
+impl Aes256GcmKey {
+    /// Expands a 256-bit key.
+    pub fn new(key: &[u8; KEY_LEN]) -> Self {
+        Self(Aes256Gcm::new(key.into()))
+    }
+
+    /// Encrypts `buf` in place and returns the tag.
+    pub fn seal_detached(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN]> {
+        self.0
+            .encrypt_inout_detached(nonce.into(), aad, buf.into())
+            .map(Into::into)
+            .map_err(|_| Error::Limit)
+    }
+
+    /// Decrypts `buf` in place after checking `tag`. On failure `buf` is zeroed, so no
+    /// unauthenticated plaintext survives.
+    pub fn open_detached(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<()> {
+        self.0
+            .decrypt_inout_detached(nonce.into(), aad, buf.into(), tag.into())
+            .map_err(|_| {
+                buf.fill(0);
+                Error::Decrypt
+            })
+    }
+}
+
+/// A ChaCha20-Poly1305 key with the 96-bit nonce and 128-bit tag of the STREAM format.
+pub struct ChaChaKey(ChaCha20Poly1305);
+
+impl ChaChaKey {
+    /// Wraps a 256-bit key.
+    pub fn new(key: &[u8; KEY_LEN]) -> Self {
+        Self(ChaCha20Poly1305::new(key.into()))
+    }
+
+    /// Encrypts `buf` in place and returns the tag.
+    pub fn seal_detached(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN]> {
+        self.0
+            .encrypt_inout_detached(nonce.into(), aad, buf.into())
+            .map(Into::into)
+            .map_err(|_| Error::Limit)
+    }
+
+    /// Decrypts `buf` in place after checking `tag`; zeroes `buf` on failure.
+    pub fn open_detached(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<()> {
+        self.0
+            .decrypt_inout_detached(nonce.into(), aad, buf.into(), tag.into())
+            .map_err(|_| {
+                buf.fill(0);
+                Error::Decrypt
+            })
+    }
+}
+
+/// Ed25519 signature over `label ‖ parts…`, the signed-input convention of every format.
+pub fn ed25519_sign(key: &ed25519_dalek::SigningKey, label: &[u8], parts: &[&[u8]]) -> [u8; 64] {
+    use ed25519_dalek::Signer;
+    let msg = concat(label, parts);
+    key.sign(&msg).to_bytes()
+}
+
+/// Strict Ed25519 verification (`verify_strict`: rejects non-canonical encodings and
+/// small-order keys) of `sig` over `label ‖ parts…`.
+pub fn ed25519_verify(
+    key: &ed25519_dalek::VerifyingKey,
+    label: &[u8],
+    parts: &[&[u8]],
+    sig: &[u8; 64],
+) -> Result<()> {
+    let msg = concat(label, parts);
+    let sig = ed25519_dalek::Signature::from_bytes(sig);
+    key.verify_strict(&msg, &sig).map_err(|_| Error::Signature)
+}
+
+fn concat(label: &[u8], parts: &[&[u8]]) -> alloc::vec::Vec<u8> {
+    let len = label.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut msg = alloc::vec::Vec::with_capacity(len);
+    msg.extend_from_slice(label);
+    for p in parts {
+        msg.extend_from_slice(p);
+    }
+    msg
+}
