@@ -9,7 +9,7 @@ use keystead_core::envelope::{self, EdekPlacement, EncryptedDocument, FieldCiphe
 use keystead_core::grant::{AccessBlock, Grant};
 use keystead_core::seal::{Purpose, SealedKey};
 use keystead_core::stream::{
-    AttachmentParams, SegmentDecryptor, StreamDecryptor, StreamEncryptor, SEGMENT_SIZE,
+    AttachmentParams, SEGMENT_SIZE, SegmentDecryptor, StreamDecryptor, StreamEncryptor,
 };
 use keystead_core::*;
 
@@ -40,8 +40,16 @@ fn leased_edek_round_trip() {
     let mut r = rng(1);
     let leased = LeasedKey::generate(&mut r);
     let dek = Dek::generate(&mut r);
-    let edek = Edek::wrap_leased(&mut r, t("acme"), c("kms-1"), KeyVersion(3), &leased, b"kms-blob", &dek)
-        .unwrap();
+    let edek = Edek::wrap_leased(
+        &mut r,
+        t("acme"),
+        c("kms-1"),
+        KeyVersion(3),
+        &leased,
+        b"kms-blob",
+        &dek,
+    )
+    .unwrap();
     let parsed = Edek::parse(&edek.to_bytes()).unwrap();
     assert_eq!(parsed, edek);
     assert_eq!(parsed.mode(), Mode::Leased);
@@ -52,7 +60,12 @@ fn leased_edek_round_trip() {
     assert_eq!(parsed.wrapped_leased_key(), Some(&b"kms-blob"[..]));
     assert!(parsed.unwrap_leased(&leased).unwrap().ct_eq(&dek));
     // Another leased key (other id) and a key with the right id but other bytes both fail.
-    assert_eq!(parsed.unwrap_leased(&LeasedKey::generate(&mut r)).unwrap_err(), Error::Decrypt);
+    assert_eq!(
+        parsed
+            .unwrap_leased(&LeasedKey::generate(&mut r))
+            .unwrap_err(),
+        Error::Decrypt
+    );
     let forged = LeasedKey::from_bytes(leased.id(), [7; 32]);
     assert_eq!(parsed.unwrap_leased(&forged).unwrap_err(), Error::Decrypt);
     // Mode mismatch is a usage error, not a panic.
@@ -64,9 +77,31 @@ fn leased_wraps_never_repeat_subkeys() {
     let mut r = rng(2);
     let leased = LeasedKey::generate(&mut r);
     let dek = Dek::generate(&mut r);
-    let a = Edek::wrap_leased(&mut r, t("acme"), c("k"), KeyVersion(1), &leased, b"x", &dek).unwrap();
-    let b = Edek::wrap_leased(&mut r, t("acme"), c("k"), KeyVersion(1), &leased, b"x", &dek).unwrap();
-    assert_ne!(a.to_bytes(), b.to_bytes(), "a fresh salt per wrap gives a fresh subkey");
+    let a = Edek::wrap_leased(
+        &mut r,
+        t("acme"),
+        c("k"),
+        KeyVersion(1),
+        &leased,
+        b"x",
+        &dek,
+    )
+    .unwrap();
+    let b = Edek::wrap_leased(
+        &mut r,
+        t("acme"),
+        c("k"),
+        KeyVersion(1),
+        &leased,
+        b"x",
+        &dek,
+    )
+    .unwrap();
+    assert_ne!(
+        a.to_bytes(),
+        b.to_bytes(),
+        "a fresh salt per wrap gives a fresh subkey"
+    );
 }
 
 #[test]
@@ -93,14 +128,23 @@ fn asymmetric_edek_round_trip() {
     let mut r = rng(3);
     let tenant_key = EncryptionKeyPair::generate(&mut r);
     let dek = Dek::generate(&mut r);
-    let edek =
-        Edek::wrap_asymmetric(&mut r, t("acme"), c("x25519-1"), KeyVersion(1), tenant_key.public(), &dek)
-            .unwrap();
+    let edek = Edek::wrap_asymmetric(
+        &mut r,
+        t("acme"),
+        c("x25519-1"),
+        KeyVersion(1),
+        tenant_key.public(),
+        &dek,
+    )
+    .unwrap();
     let parsed = Edek::parse(&edek.to_bytes()).unwrap();
     assert_eq!(parsed.mode(), Mode::Asymmetric);
     assert!(parsed.unwrap_asymmetric(&tenant_key).unwrap().ct_eq(&dek));
     let other = EncryptionKeyPair::generate(&mut r);
-    assert_eq!(parsed.unwrap_asymmetric(&other).unwrap_err(), Error::Decrypt);
+    assert_eq!(
+        parsed.unwrap_asymmetric(&other).unwrap_err(),
+        Error::Decrypt
+    );
 }
 
 #[test]
@@ -123,10 +167,21 @@ fn document_round_trip_both_forms() {
     let mut r = rng(5);
     let leased = LeasedKey::generate(&mut r);
     let dek = Dek::generate(&mut r);
-    let edek = Edek::wrap_leased(&mut r, t("acme"), c("k"), KeyVersion(1), &leased, b"w", &dek).unwrap();
-    let fields: Vec<(FieldPath, &[u8])> =
-        vec![(p("b"), b"two"), (p("a"), b"one"), (p("c.d"), b"")];
-    for placement in [EdekPlacement::Detached, EdekPlacement::Attached(edek.clone())] {
+    let edek = Edek::wrap_leased(
+        &mut r,
+        t("acme"),
+        c("k"),
+        KeyVersion(1),
+        &leased,
+        b"w",
+        &dek,
+    )
+    .unwrap();
+    let fields: Vec<(FieldPath, &[u8])> = vec![(p("b"), b"two"), (p("a"), b"one"), (p("c.d"), b"")];
+    for placement in [
+        EdekPlacement::Detached,
+        EdekPlacement::Attached(edek.clone()),
+    ] {
         let doc = EncryptedDocument::encrypt(
             &mut r,
             &dek,
@@ -139,7 +194,11 @@ fn document_round_trip_both_forms() {
         let bytes = doc.to_bytes().unwrap();
         let parsed = EncryptedDocument::parse(&bytes).unwrap();
         assert_eq!(parsed, doc);
-        let paths: Vec<_> = parsed.fields().iter().map(|(p, _)| p.as_str().to_owned()).collect();
+        let paths: Vec<_> = parsed
+            .fields()
+            .iter()
+            .map(|(p, _)| p.as_str().to_owned())
+            .collect();
         assert_eq!(paths, ["a", "b", "c.d"]);
         let dek2 = match parsed.edek() {
             Some(e) => e.unwrap_leased(&leased).unwrap(),
@@ -152,24 +211,52 @@ fn document_round_trip_both_forms() {
     }
     // Duplicate paths and an EDEK of another tenant are refused.
     let dup: Vec<(FieldPath, &[u8])> = vec![(p("a"), b"1"), (p("a"), b"2")];
-    assert!(EncryptedDocument::encrypt(&mut r, &dek, t("acme"), d("x"), EdekPlacement::Detached, dup).is_err());
-    let foreign = Edek::wrap_leased(&mut r, t("other"), c("k"), KeyVersion(1), &leased, b"w", &dek).unwrap();
-    assert!(EncryptedDocument::encrypt(
+    assert!(
+        EncryptedDocument::encrypt(
+            &mut r,
+            &dek,
+            t("acme"),
+            d("x"),
+            EdekPlacement::Detached,
+            dup
+        )
+        .is_err()
+    );
+    let foreign = Edek::wrap_leased(
         &mut r,
+        t("other"),
+        c("k"),
+        KeyVersion(1),
+        &leased,
+        b"w",
         &dek,
-        t("acme"),
-        d("x"),
-        EdekPlacement::Attached(foreign),
-        fields.iter().cloned()
     )
-    .is_err());
+    .unwrap();
+    assert!(
+        EncryptedDocument::encrypt(
+            &mut r,
+            &dek,
+            t("acme"),
+            d("x"),
+            EdekPlacement::Attached(foreign),
+            fields.iter().cloned()
+        )
+        .is_err()
+    );
 }
 
-fn encrypt_attachment(seed: u64, data: &[u8], chunk: usize) -> (Dek, SigningKeyPair, AttachmentHeader, Vec<u8>) {
+fn encrypt_attachment(
+    seed: u64,
+    data: &[u8],
+    chunk: usize,
+) -> (Dek, SigningKeyPair, AttachmentHeader, Vec<u8>) {
     let mut r = rng(seed);
     let dek = Dek::generate(&mut r);
     let author = SigningKeyPair::generate(&mut r);
-    let params = AttachmentParams { document: d("att-1"), group: None };
+    let params = AttachmentParams {
+        document: d("att-1"),
+        group: None,
+    };
     let (mut enc, header) = StreamEncryptor::new(&mut r, &dek, &author, params).unwrap();
     let mut file = header.to_bytes();
     for part in data.chunks(chunk.max(1)) {
@@ -179,7 +266,12 @@ fn encrypt_attachment(seed: u64, data: &[u8], chunk: usize) -> (Dek, SigningKeyP
     (dek, author, header, file)
 }
 
-fn decrypt_attachment(file: &[u8], dek: &Dek, author: &SigningPublicKey, chunk: usize) -> Result<Vec<u8>> {
+fn decrypt_attachment(
+    file: &[u8],
+    dek: &Dek,
+    author: &SigningPublicKey,
+    chunk: usize,
+) -> Result<Vec<u8>> {
     let n = AttachmentHeader::encoded_len(&file[..6])?;
     let header = AttachmentHeader::parse(&file[..n])?;
     let mut dec = StreamDecryptor::new(&header, dek, author)?;
@@ -194,7 +286,10 @@ fn decrypt_attachment(file: &[u8], dek: &Dek, author: &SigningPublicKey, chunk: 
 #[test]
 fn stream_round_trip_edge_sizes() {
     let s = SEGMENT_SIZE;
-    for (i, len) in [0, 1, s - 1, s, s + 1, 2 * s, 2 * s + 7, 3 * s + 100].into_iter().enumerate() {
+    for (i, len) in [0, 1, s - 1, s, s + 1, 2 * s, 2 * s + 7, 3 * s + 100]
+        .into_iter()
+        .enumerate()
+    {
         let data = pattern(len);
         for chunk in [1000, s, s + 1, 1 << 20] {
             let (dek, author, header, file) = encrypt_attachment(10 + i as u64, &data, chunk);
@@ -221,7 +316,17 @@ fn range_decryption_matches_slices() {
     let sd = SegmentDecryptor::new(&header, &dek, &author.public(), file.len() as u64).unwrap();
     let fetch = |r: std::ops::Range<u64>| Ok(file[r.start as usize..r.end as usize].to_vec());
     let len = data.len() as u64;
-    for (a, b) in [(0, 1), (0, len), (s - 1, s + 1), (s, 2 * s), (2 * s + 5, 3 * s + 1000), (len - 1, len), (10, 10), (len, len + 5), (100, len + 50)] {
+    for (a, b) in [
+        (0, 1),
+        (0, len),
+        (s - 1, s + 1),
+        (s, 2 * s),
+        (2 * s + 5, 3 * s + 1000),
+        (len - 1, len),
+        (10, 10),
+        (len, len + 5),
+        (100, len + 50),
+    ] {
         let got = sd.read_range(a..b, fetch).unwrap();
         let (a2, b2) = (a.min(len) as usize, b.min(len) as usize);
         assert_eq!(got, data[a2..b2.max(a2)], "range {a}..{b}");
@@ -235,7 +340,11 @@ fn grants_and_access_block() {
     let author = SigningKeyPair::generate(&mut r);
     let params = AttachmentParams {
         document: d("att-9"),
-        group: Some(GroupBinding { group: GroupId::new("team").unwrap(), epoch: 4, head: [5; 32] }),
+        group: Some(GroupBinding {
+            group: GroupId::new("team").unwrap(),
+            epoch: 4,
+            head: [5; 32],
+        }),
     };
     let (_enc, header) = StreamEncryptor::new(&mut r, &dek, &author, params).unwrap();
     let header = AttachmentHeader::parse(&header.to_bytes()).unwrap();
@@ -244,7 +353,16 @@ fn grants_and_access_block() {
     let bob = EncryptionKeyPair::generate(&mut r);
     let mut block = AccessBlock::new(&header);
     for (id, kp) in [("alice-phone", &alice), ("bob-laptop", &bob)] {
-        let g = Grant::create(&mut r, &header, &dek, &RecipientId::new(id).unwrap(), kp.public(), 0, &author).unwrap();
+        let g = Grant::create(
+            &mut r,
+            &header,
+            &dek,
+            &RecipientId::new(id).unwrap(),
+            kp.public(),
+            0,
+            &author,
+        )
+        .unwrap();
         block.add(g).unwrap();
     }
     let block = AccessBlock::parse(&block.to_bytes().unwrap()).unwrap();
@@ -258,7 +376,18 @@ fn grants_and_access_block() {
     assert!(block.find(&alice.public().fingerprint()).is_some());
     // A grant made with a DEK that is not the header's is refused at creation.
     let wrong = Dek::generate(&mut r);
-    assert!(Grant::create(&mut r, &header, &wrong, &RecipientId::new("x").unwrap(), bob.public(), 0, &author).is_err());
+    assert!(
+        Grant::create(
+            &mut r,
+            &header,
+            &wrong,
+            &RecipientId::new("x").unwrap(),
+            bob.public(),
+            0,
+            &author
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -266,7 +395,17 @@ fn sealed_key_round_trip() {
     let mut r = rng(50);
     let kp = EncryptionKeyPair::generate(&mut r);
     let rid = RecipientId::new("device-1").unwrap();
-    let sk = SealedKey::seal(&mut r, Purpose::GroupKey, &rid, kp.public(), "group-7", 12, b"aad", &[3; 32]).unwrap();
+    let sk = SealedKey::seal(
+        &mut r,
+        Purpose::GroupKey,
+        &rid,
+        kp.public(),
+        "group-7",
+        12,
+        b"aad",
+        &[3; 32],
+    )
+    .unwrap();
     let parsed = SealedKey::parse(&sk.to_bytes()).unwrap();
     assert_eq!(parsed, sk);
     assert_eq!(*parsed.open(&kp, b"aad").unwrap(), [3; 32]);
@@ -280,13 +419,25 @@ fn sealed_key_round_trip() {
 fn secrets_do_not_print() {
     let mut r = rng(60);
     let dek = Dek::generate(&mut r);
-    let hex: String = dek.expose_secret().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = dek
+        .expose_secret()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let s = format!("{dek:?}");
     assert!(!s.contains(&hex[..8]) && s.contains("redacted"));
     let lk = LeasedKey::generate(&mut r);
-    let lk_hex: String = lk.expose_secret().iter().map(|b| format!("{b:02x}")).collect();
+    let lk_hex: String = lk
+        .expose_secret()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert!(!format!("{lk:?}").contains(&lk_hex[..8]));
     let sk = SigningKeyPair::generate(&mut r);
-    let sk_hex: String = sk.expose_secret().iter().map(|b| format!("{b:02x}")).collect();
+    let sk_hex: String = sk
+        .expose_secret()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert!(!format!("{sk:?}").contains(&sk_hex[..8]));
 }

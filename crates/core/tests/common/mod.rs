@@ -19,7 +19,10 @@ pub struct RecordingRng {
 
 impl RecordingRng {
     pub fn new(seed: u64) -> Self {
-        Self { inner: rng(seed), log: Vec::new() }
+        Self {
+            inner: rng(seed),
+            log: Vec::new(),
+        }
     }
     pub fn take(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.log)
@@ -76,7 +79,10 @@ impl TryRng for ReplayRng {
     }
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
         let end = self.pos + dst.len();
-        assert!(end <= self.bytes.len(), "vector's recorded randomness exhausted");
+        assert!(
+            end <= self.bytes.len(),
+            "vector's recorded randomness exhausted"
+        );
         dst.copy_from_slice(&self.bytes[self.pos..end]);
         self.pos = end;
         Ok(())
