@@ -61,20 +61,21 @@ impl<'a> FieldCipher<'a> {
         }
     }
 
-    fn aad(&self, path: &FieldPath, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
+    fn aad(&self, path: &FieldPath, nonce: &[u8; NONCE_LEN]) -> Result<Vec<u8>> {
         let t = self.tenant.as_bytes();
         let d = self.document.as_bytes();
         let p = path.as_bytes();
         let header_len = 4 + 6 + t.len() + d.len() + p.len() + NONCE_LEN;
         let mut aad = Vec::with_capacity(4 + header_len);
-        // header_len ≤ 4 + 6 + 3 × 256 + 12: fits u32; ids are bounded by their types.
-        aad.extend_from_slice(&(header_len as u32).to_be_bytes());
+        // header_len ≤ 4 + 6 + 3 × 256 + 12 because ids are bounded by their types.
+        let len = u32::try_from(header_len).map_err(|_| Error::Limit)?;
+        aad.extend_from_slice(&len.to_be_bytes());
         wire::put_magic(&mut aad, FIELD_MAGIC);
         let _ = wire::put_lp16(&mut aad, t);
         let _ = wire::put_lp16(&mut aad, d);
         let _ = wire::put_lp16(&mut aad, p);
         aad.extend_from_slice(nonce);
-        aad
+        Ok(aad)
     }
 
     /// Encrypts one field value.
@@ -93,7 +94,7 @@ impl<'a> FieldCipher<'a> {
         wire::put_magic(&mut out, FIELD_MAGIC);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
-        let aad = self.aad(path, &nonce);
+        let aad = self.aad(path, &nonce)?;
         let tag = self
             .cipher
             .seal_detached(&nonce, &aad, &mut out[4 + NONCE_LEN..])?;
@@ -114,7 +115,7 @@ impl<'a> FieldCipher<'a> {
         let mut tag_arr = [0u8; TAG_LEN];
         tag_arr.copy_from_slice(tag);
         let mut pt = Zeroizing::new(ct.to_vec());
-        let aad = self.aad(path, &nonce);
+        let aad = self.aad(path, &nonce)?;
         self.cipher.open_detached(&nonce, &aad, &mut pt, &tag_arr)?;
         Ok(pt)
     }
@@ -144,6 +145,9 @@ pub fn decrypt_field(
 }
 
 /// Where a document's EDEK lives.
+// An EDEK is a few hundred bytes at most and documents are built one at a time: boxing it
+// would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EdekPlacement {
     /// Stored separately (e.g. its own database column).
@@ -173,10 +177,10 @@ impl EncryptedDocument {
         edek: EdekPlacement,
         fields: impl IntoIterator<Item = (FieldPath, &'f [u8])>,
     ) -> Result<Self> {
-        if let EdekPlacement::Attached(e) = &edek {
-            if e.tenant() != &tenant {
-                return Err(Error::Usage);
-            }
+        if let EdekPlacement::Attached(e) = &edek
+            && e.tenant() != &tenant
+        {
+            return Err(Error::Usage);
         }
         let mut plain: Vec<(FieldPath, &[u8])> = fields.into_iter().collect();
         plain.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
@@ -276,10 +280,10 @@ impl EncryptedDocument {
         let mut fields: Vec<(FieldPath, Vec<u8>)> = Vec::with_capacity(count);
         for _ in 0..count {
             let path = FieldPath::from_wire(r.lp16(1, MAX_ID_LEN)?)?;
-            if let Some((prev, _)) = fields.last() {
-                if prev.as_bytes() >= path.as_bytes() {
-                    return Err(FormatError::InvalidValue.into());
-                }
+            if let Some((prev, _)) = fields.last()
+                && prev.as_bytes() >= path.as_bytes()
+            {
+                return Err(FormatError::InvalidValue.into());
             }
             let ct = r.lp32(FIELD_OVERHEAD, u32::MAX as usize)?;
             fields.push((path, ct.to_vec()));

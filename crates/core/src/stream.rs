@@ -369,8 +369,11 @@ impl SegmentDecryptor {
             let ct = fetch(self.layout.segment_range(i)?)?;
             self.decrypt_segment(i, &ct, &mut seg_plain)?;
             let seg_start = i * SEGMENT_SIZE as u64;
-            let from = range.start.saturating_sub(seg_start) as usize;
-            let to = (range.end - seg_start).min(seg_plain.len() as u64) as usize;
+            // Both offsets lie inside one segment (≤ SEGMENT_SIZE), so they fit a usize.
+            let from =
+                usize::try_from(range.start.saturating_sub(seg_start)).map_err(|_| Error::Limit)?;
+            let to = usize::try_from((range.end - seg_start).min(seg_plain.len() as u64))
+                .map_err(|_| Error::Limit)?;
             out.extend_from_slice(&seg_plain[from..to]);
         }
         seg_plain.zeroize();

@@ -1,5 +1,12 @@
 //! Round trips of every format and operation, including edge sizes of the stream.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
 mod common;
 
 use common::{pattern, rng};

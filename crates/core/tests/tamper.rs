@@ -2,6 +2,13 @@
 //! documents and fields are rejected; stream truncation, reordering, duplication, splicing
 //! and a wrong key commitment are detected; malformed framing is an error, never a panic.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
 mod common;
 
 use std::collections::HashMap;

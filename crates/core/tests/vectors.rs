@@ -9,6 +9,13 @@
 //! `generate_vectors` (ignored) rewrites the files: run it only for a new format version,
 //! never to make a failing check pass.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
 mod common;
 
 use std::path::PathBuf;
