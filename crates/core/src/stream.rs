@@ -151,17 +151,8 @@ impl StreamEncryptor {
         Ok((enc, header))
     }
 
-    fn emit(&mut self, pt_from_buf: bool, pt: &[u8], last: bool, out: &mut Vec<u8>) -> Result<()> {
-        let tag = if pt_from_buf {
-            self.cipher.seal(
-                self.counter,
-                last,
-                &self.buf[..SEGMENT_SIZE.min(self.buf.len())],
-                out,
-            )?
-        } else {
-            self.cipher.seal(self.counter, last, pt, out)?
-        };
+    /// Records a sealed segment's tag and moves to the next counter.
+    fn advance(&mut self, tag: [u8; TAG_LEN]) -> Result<()> {
         self.tags.update(tag);
         self.counter = self.counter.checked_add(1).ok_or(Error::Limit)?;
         Ok(())
@@ -174,7 +165,8 @@ impl StreamEncryptor {
             if self.buf.is_empty() && data.len() > SEGMENT_SIZE {
                 // Fast path: whole segments straight from the input, no copy into `buf`.
                 let (seg, rest) = data.split_at(SEGMENT_SIZE);
-                self.emit(false, seg, false, out)?;
+                let tag = self.cipher.seal(self.counter, false, seg, out)?;
+                self.advance(tag)?;
                 data = rest;
                 continue;
             }
@@ -182,7 +174,10 @@ impl StreamEncryptor {
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.buf.len() > SEGMENT_SIZE {
-                self.emit(true, &[], false, out)?;
+                let tag = self
+                    .cipher
+                    .seal(self.counter, false, &self.buf[..SEGMENT_SIZE], out)?;
+                self.advance(tag)?;
                 self.buf.drain(..SEGMENT_SIZE);
             }
         }
@@ -192,8 +187,8 @@ impl StreamEncryptor {
     /// Encrypts what is buffered as the final segment and appends it and the signed trailer
     /// to `out`.
     pub fn finish(mut self, out: &mut Vec<u8>) -> Result<()> {
-        let last = core::mem::take(&mut self.buf);
-        self.emit(false, &last, true, out)?;
+        let tag = self.cipher.seal(self.counter, true, &self.buf, out)?;
+        self.advance(tag)?;
         let tags_hash: [u8; 32] = core::mem::take(&mut self.tags).finalize().into();
         out.extend_from_slice(
             &self
@@ -294,9 +289,17 @@ impl StreamDecryptor {
         }
         let ct_len = self.buf.len() - TRAILER_LEN;
         let start = out.len();
-        // A final segment that does not authenticate is what a stream cut at a segment
-        // boundary looks like.
-        self.open(true, ct_len, out).map_err(|_| Error::Truncated)?;
+        if let Err(e) = self.open(true, ct_len, out) {
+            // If the bytes authenticate as a *non-final* segment, the stream was cut at a
+            // segment boundary: say so. Otherwise they were tampered with.
+            let mut probe = Vec::new();
+            let cut = self
+                .cipher
+                .open(self.counter, false, &self.buf[..ct_len], &mut probe)
+                .is_ok();
+            probe.zeroize();
+            return Err(if cut { Error::Truncated } else { e });
+        }
         let tags_hash: [u8; 32] = core::mem::take(&mut self.tags).finalize().into();
         let res = self
             .header

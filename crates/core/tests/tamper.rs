@@ -730,3 +730,25 @@ fn decryptor_refuses_use_after_error() {
     assert!(out.is_empty());
     assert_eq!(dec.push(&[0], &mut out).unwrap_err(), Error::Usage);
 }
+
+#[test]
+fn cut_at_segment_boundary_reports_truncated() {
+    let a = attachment(216, 3 * SEGMENT_SIZE);
+    let hlen = a.header.len();
+    // Two full segments and the trailer bytes: the second segment is not a final one.
+    let mut dec = StreamDecryptor::new(&a.header, &a.dek, &a.author.public()).unwrap();
+    let mut out = Vec::new();
+    dec.push(&a.file[hlen..hlen + 2 * SEGMENT_CT_SIZE], &mut out)
+        .unwrap();
+    dec.push(&a.file[a.file.len() - TRAILER_LEN..], &mut out)
+        .unwrap();
+    assert_eq!(dec.finish(&mut out).unwrap_err(), Error::Truncated);
+    // A tampered final segment is a decryption failure, not a truncation.
+    let mut file = a.file.clone();
+    let n = file.len();
+    file[n - TRAILER_LEN - 1] ^= 1;
+    assert_eq!(
+        decrypt(&file, &a.dek, &a.author.public()).unwrap_err(),
+        Error::Decrypt
+    );
+}
