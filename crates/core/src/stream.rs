@@ -146,7 +146,7 @@ impl StreamEncryptor {
             author: author.duplicate(),
             counter: 0,
             tags: Sha256::new(),
-            buf: Vec::with_capacity(SEGMENT_SIZE + 1),
+            buf: Vec::with_capacity(SEGMENT_SIZE),
         };
         Ok((enc, header))
     }
@@ -162,24 +162,23 @@ impl StreamEncryptor {
     /// emitted only once the next byte is known, because the final segment is flagged.
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<()> {
         while !data.is_empty() {
+            if self.buf.len() == SEGMENT_SIZE {
+                // More data follows, so the buffered full segment is not the final one.
+                let tag = self.cipher.seal(self.counter, false, &self.buf, out)?;
+                self.advance(tag)?;
+                self.buf.clear();
+            }
             if self.buf.is_empty() && data.len() > SEGMENT_SIZE {
-                // Fast path: whole segments straight from the input, no copy into `buf`.
+                // Whole segments straight from the input, without staging them in `buf`.
                 let (seg, rest) = data.split_at(SEGMENT_SIZE);
                 let tag = self.cipher.seal(self.counter, false, seg, out)?;
                 self.advance(tag)?;
                 data = rest;
                 continue;
             }
-            let take = (SEGMENT_SIZE + 1 - self.buf.len()).min(data.len());
+            let take = (SEGMENT_SIZE - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
-            if self.buf.len() > SEGMENT_SIZE {
-                let tag = self
-                    .cipher
-                    .seal(self.counter, false, &self.buf[..SEGMENT_SIZE], out)?;
-                self.advance(tag)?;
-                self.buf.drain(..SEGMENT_SIZE);
-            }
         }
         Ok(())
     }
@@ -220,7 +219,7 @@ pub struct StreamDecryptor {
     failed: bool,
 }
 
-/// Bytes the decryptor must hold before it knows a full segment is not the last one.
+/// Input that holds a full segment and is known not to end with it.
 const LOOKAHEAD: usize = SEGMENT_CT_SIZE + TRAILER_LEN + 1;
 
 impl StreamDecryptor {
@@ -238,16 +237,14 @@ impl StreamDecryptor {
             header: header.clone(),
             counter: 0,
             tags: Sha256::new(),
-            buf: Vec::with_capacity(LOOKAHEAD),
+            buf: Vec::with_capacity(SEGMENT_CT_SIZE + TRAILER_LEN),
             failed: false,
         })
     }
 
-    fn open(&mut self, last: bool, ct_len: usize, out: &mut Vec<u8>) -> Result<()> {
-        let res = self
-            .cipher
-            .open(self.counter, last, &self.buf[..ct_len], out);
-        match res {
+    /// Decrypts one segment and records its tag; any failure poisons the decryptor.
+    fn open_segment(&mut self, last: bool, ct: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        match self.cipher.open(self.counter, last, ct, out) {
             Ok(tag) => {
                 self.tags.update(tag);
                 self.counter = self.counter.checked_add(1).ok_or(Error::Limit)?;
@@ -260,19 +257,41 @@ impl StreamDecryptor {
         }
     }
 
+    /// Decrypts the full segment at the front of `buf`.
+    fn open_buffered(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        let buf = core::mem::take(&mut self.buf);
+        let res = self.open_segment(false, &buf[..SEGMENT_CT_SIZE], out);
+        self.buf = buf;
+        res
+    }
+
     /// Decrypts `data`, appending the plaintext of every segment that authenticates to `out`.
-    /// After an error the decryptor refuses further input.
+    /// A full segment is decrypted once more than a trailer's worth of bytes follows it (only
+    /// then is it known not to be the final one). After an error the decryptor refuses
+    /// further input.
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<()> {
         if self.failed {
             return Err(Error::Usage);
         }
         while !data.is_empty() {
-            let take = (LOOKAHEAD - self.buf.len()).min(data.len());
-            self.buf.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.buf.len() == LOOKAHEAD {
-                self.open(false, SEGMENT_CT_SIZE, out)?;
+            let have = self.buf.len();
+            if have == 0 && data.len() >= LOOKAHEAD {
+                // Whole segments straight from the input, without staging them in `buf`.
+                let (seg, rest) = data.split_at(SEGMENT_CT_SIZE);
+                self.open_segment(false, seg, out)?;
+                data = rest;
+            } else if have < SEGMENT_CT_SIZE {
+                let take = (SEGMENT_CT_SIZE - have).min(data.len());
+                self.buf.extend_from_slice(&data[..take]);
+                data = &data[take..];
+            } else if have - SEGMENT_CT_SIZE + data.len() > TRAILER_LEN {
+                // `buf` holds a full segment (and perhaps a few bytes after it) and more
+                // than a trailer follows: it is not the final segment.
+                self.open_buffered(out)?;
                 self.buf.drain(..SEGMENT_CT_SIZE);
+            } else {
+                self.buf.extend_from_slice(data);
+                data = &[];
             }
         }
         Ok(())
@@ -289,7 +308,10 @@ impl StreamDecryptor {
         }
         let ct_len = self.buf.len() - TRAILER_LEN;
         let start = out.len();
-        if let Err(e) = self.open(true, ct_len, out) {
+        let buf = core::mem::take(&mut self.buf);
+        let res = self.open_segment(true, &buf[..ct_len], out);
+        self.buf = buf;
+        if let Err(e) = res {
             // If the bytes authenticate as a *non-final* segment, the stream was cut at a
             // segment boundary: say so. Otherwise they were tampered with.
             let mut probe = Vec::new();

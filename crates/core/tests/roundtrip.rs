@@ -448,3 +448,24 @@ fn secrets_do_not_print() {
         .collect();
     assert!(!format!("{sk:?}").contains(&sk_hex[..8]));
 }
+
+#[test]
+fn stream_random_chunking_round_trip() {
+    use rand_core::Rng;
+    let data = pattern(4 * SEGMENT_SIZE + 3);
+    let (dek, author, header, file) = encrypt_attachment(70, &data, SEGMENT_SIZE - 3);
+    let mut r = rng(71);
+    for _ in 0..20 {
+        let hlen = header.len();
+        let mut dec = StreamDecryptor::new(&header, &dek, &author.public()).unwrap();
+        let mut out = Vec::new();
+        let mut rest = &file[hlen..];
+        while !rest.is_empty() {
+            let n = ((r.next_u32() as usize) % (2 * SEGMENT_CT_SIZE)).clamp(1, rest.len());
+            dec.push(&rest[..n], &mut out).unwrap();
+            rest = &rest[n..];
+        }
+        dec.finish(&mut out).unwrap();
+        assert_eq!(out, data);
+    }
+}
