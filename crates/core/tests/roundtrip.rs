@@ -16,7 +16,8 @@ use keystead_core::envelope::{self, EdekPlacement, EncryptedDocument, FieldCiphe
 use keystead_core::grant::{AccessBlock, Grant};
 use keystead_core::seal::{Purpose, SealedKey};
 use keystead_core::stream::{
-    AttachmentParams, SEGMENT_SIZE, SegmentDecryptor, StreamDecryptor, StreamEncryptor,
+    AttachmentParams, SEGMENT_CT_SIZE, SEGMENT_SIZE, SegmentDecryptor, StreamDecryptor,
+    StreamEncryptor,
 };
 use keystead_core::*;
 
