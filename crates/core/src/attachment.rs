@@ -307,8 +307,9 @@ impl AttachmentLayout {
     /// that no valid attachment can have is an error.
     pub fn new(header_len: u64, total_len: u64) -> Result<Self> {
         let seg_ct = SEGMENT_CT_SIZE as u64;
-        let body = total_len
-            .checked_sub(header_len + TRAILER_LEN as u64)
+        let body = header_len
+            .checked_add(TRAILER_LEN as u64)
+            .and_then(|fixed| total_len.checked_sub(fixed))
             .filter(|b| *b >= TAG_LEN as u64)
             .ok_or(Error::Truncated)?;
         let segments = body.div_ceil(seg_ct);

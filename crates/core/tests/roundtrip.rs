@@ -470,3 +470,24 @@ fn stream_random_chunking_round_trip() {
         assert_eq!(out, data);
     }
 }
+
+#[test]
+fn layout_rejects_impossible_lengths() {
+    use keystead_core::attachment::TRAILER_LEN;
+    assert_eq!(
+        AttachmentLayout::new(u64::MAX, u64::MAX).unwrap_err(),
+        Error::Truncated
+    );
+    assert_eq!(
+        AttachmentLayout::new(200, 10).unwrap_err(),
+        Error::Truncated
+    );
+    // A body whose last segment would be shorter than a tag.
+    let seg = SEGMENT_CT_SIZE as u64;
+    let bad = 200 + seg + 5 + TRAILER_LEN as u64;
+    assert!(AttachmentLayout::new(200, bad).is_err());
+    let ok = AttachmentLayout::new(200, 200 + seg + 16 + TRAILER_LEN as u64).unwrap();
+    assert_eq!(ok.segments(), 2);
+    assert_eq!(ok.plaintext_len(), SEGMENT_SIZE as u64);
+    assert_eq!(ok.trailer_range().end, 200 + seg + 16 + TRAILER_LEN as u64);
+}
