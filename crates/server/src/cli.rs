@@ -1,0 +1,501 @@
+//! The command line (shared/API.md "Running and bootstrapping"): `serve` and the admin
+//! commands. Every option reads flags, then `KEYSTEAD_*` environment variables, then the
+//! TOML config file, in that order of precedence.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use crate::audit::JsonLinesSink;
+use crate::auth::{OPS, new_key, parse_duration};
+use crate::clock::SystemClock;
+use crate::http::{AppState, RateLimiter, admin_app, app};
+use crate::kms::RetryPolicy;
+use crate::kms::builtin::{BuiltinKms, RootKey};
+use crate::lease::{MAX_LEASE, MAX_RENEW};
+use crate::metrics::Metrics;
+use crate::service::{Service, ServiceOptions, create_builtin_tenant};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, TenantMode};
+use crate::util::unix_now;
+
+/// Keystead: customer-managed keys for SaaS.
+#[derive(Parser, Debug)]
+#[command(name = "keystead", version, about)]
+pub struct Cli {
+    /// Data directory (SQLite database, root key, audit log).
+    #[arg(long, global = true, env = "KEYSTEAD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML config file.
+    #[arg(long, global = true, env = "KEYSTEAD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the Encryption Service.
+    Serve(ServeArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// Manage service keys.
+    #[command(subcommand, name = "service-key")]
+    ServiceKey(KeyCmd),
+}
+
+#[derive(Args, Debug, Default)]
+struct ServeArgs {
+    /// API listen address.
+    #[arg(long, env = "KEYSTEAD_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Admin listen address (/health, /ready, /metrics).
+    #[arg(long, env = "KEYSTEAD_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// Development mode: auto-create unknown tenants and print a service key (loopback only).
+    #[arg(long, env = "KEYSTEAD_DEV")]
+    dev: bool,
+    /// Serve plain HTTP on a non-loopback address (behind a TLS-terminating proxy).
+    #[arg(long, env = "KEYSTEAD_ALLOW_PLAIN_HTTP")]
+    allow_plain_http: bool,
+    /// Per-tenant rate limit, requests per second (0 = off).
+    #[arg(long, env = "KEYSTEAD_RATE_LIMIT_TENANT")]
+    rate_limit_tenant: Option<f64>,
+    /// Per-service-key rate limit, requests per second (0 = off).
+    #[arg(long, env = "KEYSTEAD_RATE_LIMIT_KEY")]
+    rate_limit_key: Option<f64>,
+    /// KMS call timeout in milliseconds.
+    #[arg(long, env = "KEYSTEAD_KMS_TIMEOUT_MS")]
+    kms_timeout_ms: Option<u64>,
+}
+
+/// The TOML config file: the same options as the flags.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    dev: Option<bool>,
+    allow_plain_http: Option<bool>,
+    rate_limit_tenant: Option<f64>,
+    rate_limit_key: Option<f64>,
+    kms_timeout_ms: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+enum TenantCmd {
+    /// Create a tenant (with a built-in KMS key).
+    Create {
+        /// Tenant id.
+        tenant_id: String,
+        /// Wrapping mode.
+        #[arg(long, default_value = "leasing")]
+        mode: String,
+        /// KMS: `builtin` (other providers arrive with the KMS adapters).
+        #[arg(long, default_value = "builtin")]
+        kms: String,
+        /// Lease length (leasing mode), e.g. `1h`; at most 24h.
+        #[arg(long, default_value = "1h")]
+        lease: String,
+        /// Renewal interval (leasing mode), e.g. `20m`; at most 1h.
+        #[arg(long, default_value = "20m")]
+        renew: String,
+    },
+    /// Disable a tenant: key operations answer `409 tenant_disabled`.
+    Disable {
+        /// Tenant id.
+        tenant_id: String,
+    },
+    /// Enable a disabled tenant.
+    Enable {
+        /// Tenant id.
+        tenant_id: String,
+    },
+    /// List tenants.
+    List,
+    /// Rotate the tenant's built-in master key: new wraps use a new key version; EDEKs under
+    /// earlier versions still unwrap, and `rekey` moves them to the new one.
+    RotateKey {
+        /// Tenant id.
+        tenant_id: String,
+    },
+    /// Disable the tenant's built-in master key (all versions, or one): operations answer
+    /// `403 kms_denied`, as with a revoked key in a cloud KMS.
+    DisableKey {
+        /// Tenant id.
+        tenant_id: String,
+        /// Only this version.
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Re-enable the tenant's built-in master key.
+    EnableKey {
+        /// Tenant id.
+        tenant_id: String,
+        /// Only this version.
+        #[arg(long)]
+        version: Option<u32>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCmd {
+    /// Create a service key; prints the secret once, alone on stdout.
+    Create {
+        /// Unique name.
+        name: String,
+        /// Tenants the key may act for (repeat the flag).
+        #[arg(
+            long = "tenant",
+            required_unless_present = "all_tenants",
+            conflicts_with = "all_tenants"
+        )]
+        tenants: Vec<String>,
+        /// The key may act for every tenant.
+        #[arg(long)]
+        all_tenants: bool,
+        /// Operations, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        ops: Vec<String>,
+        /// Expiry, e.g. `90d`, `12h`.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List service keys (never their secrets).
+    List,
+    /// Revoke a service key.
+    Revoke {
+        /// Name.
+        name: String,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keystead: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn load_file(path: Option<&Path>) -> Result<FileConfig, BoxError> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    Ok(toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?)
+}
+
+fn data_dir(cli: &Cli, file: &FileConfig) -> PathBuf {
+    cli.data_dir
+        .clone()
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("keystead-data"))
+}
+
+/// Opens the data dir: creates it (0700), the database and the root key file (0600).
+pub fn open_data_dir(dir: &Path) -> Result<(Arc<dyn Store>, Arc<BuiltinKms>), BoxError> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("data dir {}: {e}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("keystead.db"))?);
+    let root =
+        RootKey::load_or_create(&dir.join("root.key")).map_err(|e| format!("root key: {e}"))?;
+    let builtin = Arc::new(BuiltinKms::new(root, store.clone()));
+    Ok((store, builtin))
+}
+
+fn run(cli: Cli) -> Result<(), BoxError> {
+    let file = load_file(cli.config.as_deref())?;
+    let dir = data_dir(&cli, &file);
+    match cli.command {
+        Command::Serve(ref args) => serve(&dir, args, &file),
+        Command::Tenant(cmd) => tenant_cmd(&dir, cmd),
+        Command::ServiceKey(cmd) => key_cmd(&dir, cmd),
+    }
+}
+
+fn tenant_cmd(dir: &Path, cmd: TenantCmd) -> Result<(), BoxError> {
+    let (store, builtin) = open_data_dir(dir)?;
+    let get = |id: &str| -> Result<crate::store::Tenant, BoxError> {
+        store
+            .tenant(id)?
+            .ok_or_else(|| format!("no tenant '{id}'").into())
+    };
+    match cmd {
+        TenantCmd::Create {
+            tenant_id,
+            mode,
+            kms,
+            lease,
+            renew,
+        } => {
+            keystead_core::TenantId::new(&tenant_id)
+                .map_err(|_| "tenant id must be 1 to 256 bytes without control characters")?;
+            let mode = TenantMode::parse(&mode).ok_or("--mode must be 'leasing' or 'remote'")?;
+            if kms != "builtin" {
+                return Err("only --kms builtin is available until the KMS adapters land".into());
+            }
+            let lease = parse_duration(&lease).ok_or("--lease: use e.g. 1h, 30m")? as u64;
+            let renew = parse_duration(&renew).ok_or("--renew: use e.g. 20m")? as u64;
+            if lease > MAX_LEASE.as_secs() || renew > MAX_RENEW.as_secs() || renew > lease {
+                return Err(
+                    "lease at most 24h, renewal at most 1h and not longer than the lease".into(),
+                );
+            }
+            create_builtin_tenant(&store, &builtin, &tenant_id, mode, lease, renew)?;
+            eprintln!(
+                "created tenant {tenant_id} ({} mode, built-in KMS)",
+                mode.as_str()
+            );
+        }
+        TenantCmd::Disable { tenant_id } => {
+            let mut t = get(&tenant_id)?;
+            t.disabled = true;
+            store.update_tenant(&t)?;
+            eprintln!("disabled tenant {tenant_id}");
+        }
+        TenantCmd::Enable { tenant_id } => {
+            let mut t = get(&tenant_id)?;
+            t.disabled = false;
+            store.update_tenant(&t)?;
+            eprintln!("enabled tenant {tenant_id}");
+        }
+        TenantCmd::List => {
+            for t in store.tenants()? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    t.id,
+                    t.mode.as_str(),
+                    t.primary_config,
+                    if t.disabled { "disabled" } else { "enabled" }
+                );
+            }
+        }
+        TenantCmd::RotateKey { tenant_id } => {
+            let t = get(&tenant_id)?;
+            let v = builtin.create_version(&t.id, &t.primary_config)?;
+            eprintln!("tenant {tenant_id}: new key version {v}");
+        }
+        TenantCmd::DisableKey { tenant_id, version } => {
+            let t = get(&tenant_id)?;
+            builtin.set_enabled(&t.id, &t.primary_config, version, false)?;
+            eprintln!("tenant {tenant_id}: key disabled");
+        }
+        TenantCmd::EnableKey { tenant_id, version } => {
+            let t = get(&tenant_id)?;
+            builtin.set_enabled(&t.id, &t.primary_config, version, true)?;
+            eprintln!("tenant {tenant_id}: key enabled");
+        }
+    }
+    Ok(())
+}
+
+fn key_cmd(dir: &Path, cmd: KeyCmd) -> Result<(), BoxError> {
+    let (store, _) = open_data_dir(dir)?;
+    match cmd {
+        KeyCmd::Create {
+            name,
+            tenants,
+            all_tenants,
+            ops,
+            expires,
+        } => {
+            let ops = if ops.is_empty() {
+                OPS.iter().map(|s| (*s).to_owned()).collect()
+            } else {
+                ops
+            };
+            if let Some(bad) = ops.iter().find(|o| !OPS.contains(&o.as_str())) {
+                return Err(format!("unknown operation '{bad}' (known: {})", OPS.join(",")).into());
+            }
+            let expires_at = match expires {
+                Some(e) => {
+                    Some(unix_now() + parse_duration(&e).ok_or("--expires: use e.g. 90d, 12h")?)
+                }
+                None => None,
+            };
+            let tenants = if all_tenants { None } else { Some(tenants) };
+            let k = new_key(&name, tenants, ops, expires_at);
+            store.create_service_key(&k.record)?;
+            println!("{}", &*k.secret);
+        }
+        KeyCmd::List => {
+            for k in store.service_keys()? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    k.name,
+                    k.id,
+                    k.tenants.map_or_else(|| "*".to_owned(), |t| t.join(",")),
+                    k.ops.join(","),
+                    if k.revoked { "revoked" } else { "active" }
+                );
+            }
+        }
+        KeyCmd::Revoke { name } => {
+            store.revoke_service_key(&name)?;
+            eprintln!("revoked service key {name}");
+        }
+    }
+    Ok(())
+}
+
+fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError> {
+    disable_core_dumps();
+    let dev = args.dev || file.dev.unwrap_or(false);
+    let allow_plain = args.allow_plain_http || file.allow_plain_http.unwrap_or(false);
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7777)));
+    let admin = args
+        .admin_listen
+        .or(file.admin_listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7778)));
+    for addr in [listen, admin] {
+        if dev && !addr.ip().is_loopback() {
+            return Err(format!("--dev refuses to listen on non-loopback address {addr}").into());
+        }
+        if !addr.ip().is_loopback() && !allow_plain {
+            return Err(format!(
+                "refusing plain HTTP on non-loopback address {addr}: pass --allow-plain-http behind a TLS-terminating proxy"
+            )
+            .into());
+        }
+    }
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYSTEAD_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let (store, builtin) = open_data_dir(dir)?;
+    let audit = Arc::new(JsonLinesSink::open(&dir.join("audit.jsonl"))?);
+    let mut opts = ServiceOptions {
+        dev_autocreate: dev,
+        ..Default::default()
+    };
+    if let Some(ms) = args.kms_timeout_ms.or(file.kms_timeout_ms) {
+        opts.retry = RetryPolicy {
+            timeout: Duration::from_millis(ms),
+            ..opts.retry
+        };
+    }
+    let service = Arc::new(Service::new(
+        store.clone(),
+        builtin,
+        audit,
+        Arc::new(Metrics::default()),
+        Arc::new(SystemClock::default()),
+        opts,
+    ));
+    let limiter = Arc::new(RateLimiter::new(
+        args.rate_limit_tenant
+            .or(file.rate_limit_tenant)
+            .unwrap_or(100_000.0),
+        args.rate_limit_key
+            .or(file.rate_limit_key)
+            .unwrap_or(100_000.0),
+    ));
+    if dev {
+        let k = new_key(
+            &format!("dev-{}", unix_now()),
+            None,
+            OPS.iter().map(|s| (*s).to_owned()).collect(),
+            Some(unix_now() + 86_400),
+        );
+        store.create_service_key(&k.record)?;
+        println!("{}", &*k.secret);
+        eprintln!(
+            "development mode: the line above is a service key for every tenant (expires in 24 h); unknown tenants are created on first use"
+        );
+    }
+    let state = AppState {
+        service: service.clone(),
+        limiter,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let api = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("listen {listen}: {e}"))?;
+        let adm = tokio::net::TcpListener::bind(admin)
+            .await
+            .map_err(|e| format!("admin listen {admin}: {e}"))?;
+        tracing::info!(%listen, %admin, data_dir = %dir.display(), dev, "keystead serving");
+        let renewal = {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    service.renew_due_leases().await;
+                }
+            })
+        };
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        let api_srv = axum::serve(api, app(state.clone())).with_graceful_shutdown(wait(rx.clone()));
+        let adm_srv = axum::serve(adm, admin_app(state)).with_graceful_shutdown(wait(rx));
+        let signal = async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: draining requests");
+            let _ = tx.send(true);
+        };
+        let (a, b, ()) = tokio::join!(api_srv, adm_srv, signal);
+        renewal.abort();
+        a?;
+        b?;
+        tracing::info!("stopped");
+        Ok::<(), BoxError>(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+/// Core dumps could hold DEKs and leased keys: turn them off before any key is loaded.
+fn disable_core_dumps() {
+    #[cfg(unix)]
+    if let Err(e) = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0) {
+        eprintln!("keystead: warning: could not disable core dumps: {e}");
+    }
+}

@@ -1,0 +1,164 @@
+//! The KMS abstraction: one async trait that every provider implements, errors classified
+//! the way the API reports them, and a wrapper that adds a timeout and bounded, jittered
+//! retries for retryable errors only.
+
+pub mod builtin;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fake;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+/// A boxed future, so providers can sit behind `dyn Kms`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Which master key an operation uses.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KeyRef {
+    /// Tenant id.
+    pub tenant: String,
+    /// KMS config id.
+    pub config: String,
+    /// Key version inside the config; `None` asks for the current version.
+    pub version: Option<u32>,
+}
+
+/// What a KMS answered to `generate`: a fresh secret and its ciphertext.
+pub struct Generated {
+    /// The secret (32 bytes), in zeroizing memory.
+    pub plaintext: Zeroizing<Vec<u8>>,
+    /// The KMS ciphertext of the secret.
+    pub ciphertext: Vec<u8>,
+    /// The key version that encrypted it.
+    pub version: u32,
+}
+
+/// A ciphertext made by `wrap`, with the key version that made it.
+pub struct Wrapped {
+    /// The KMS ciphertext.
+    pub ciphertext: Vec<u8>,
+    /// The key version used.
+    pub version: u32,
+}
+
+/// How a KMS call failed, as the API reports it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KmsError {
+    /// The KMS refused (revoked or disabled key, no permission): `403 kms_denied`.
+    #[error("the KMS denied the request: {0}")]
+    Denied(String),
+    /// The KMS could not be reached: `503 kms_unreachable`.
+    #[error("the KMS is unreachable: {0}")]
+    Unreachable(String),
+    /// The KMS did not answer in time: `504 kms_timeout`.
+    #[error("the KMS did not answer in time")]
+    Timeout,
+    /// Any other KMS error: `502 kms_error`.
+    #[error("KMS error: {0}")]
+    Other(String),
+    /// The ciphertext is not one this KMS key made (tampered, other key): `422 edek_invalid`.
+    #[error("the KMS could not decrypt the ciphertext")]
+    InvalidCiphertext,
+    /// The per-config concurrency limit is reached: `429 rate_limited`.
+    #[error("too many concurrent KMS calls for this configuration")]
+    Busy,
+}
+
+impl KmsError {
+    /// Whether retrying the same call may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(self, KmsError::Unreachable(_) | KmsError::Timeout)
+    }
+
+    /// A short outcome label for metrics and audit events.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            KmsError::Denied(_) => "denied",
+            KmsError::Unreachable(_) => "unreachable",
+            KmsError::Timeout => "timeout",
+            KmsError::Other(_) => "error",
+            KmsError::InvalidCiphertext => "invalid_ciphertext",
+            KmsError::Busy => "busy",
+        }
+    }
+}
+
+/// A key management service holding tenants' master keys.
+///
+/// `context` is bound to every ciphertext (encryption context / AAD where the provider
+/// offers it); the same bytes must be presented to unwrap.
+pub trait Kms: Send + Sync + 'static {
+    /// Provider name for metrics and audit events.
+    fn provider(&self) -> &'static str;
+    /// Generates a 32-byte secret and returns it with its ciphertext.
+    fn generate<'a>(
+        &'a self,
+        key: &'a KeyRef,
+        context: &'a [u8],
+    ) -> BoxFuture<'a, Result<Generated, KmsError>>;
+    /// Encrypts `plaintext` under the key.
+    fn wrap<'a>(
+        &'a self,
+        key: &'a KeyRef,
+        plaintext: &'a [u8],
+        context: &'a [u8],
+    ) -> BoxFuture<'a, Result<Wrapped, KmsError>>;
+    /// Decrypts a ciphertext made by `generate` or `wrap` with the same `context`.
+    fn unwrap<'a>(
+        &'a self,
+        key: &'a KeyRef,
+        ciphertext: &'a [u8],
+        context: &'a [u8],
+    ) -> BoxFuture<'a, Result<Zeroizing<Vec<u8>>, KmsError>>;
+    /// The current key version, or an error if the key is unusable.
+    fn describe<'a>(&'a self, key: &'a KeyRef) -> BoxFuture<'a, Result<u32, KmsError>>;
+}
+
+/// Timeout and retry policy for KMS calls.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Attempts in total (1 = no retry).
+    pub attempts: u32,
+    /// Base backoff; attempt n waits base × 2^(n-1) plus up to 100% random jitter.
+    pub backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(5),
+            attempts: 3,
+            backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Runs `call` under `policy`: each attempt has a timeout; only retryable errors are
+/// retried, with exponential backoff and full jitter.
+pub async fn with_retries<T, F, Fut>(policy: RetryPolicy, mut call: F) -> Result<T, KmsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, KmsError>>,
+{
+    let mut attempt = 1;
+    loop {
+        let res = match tokio::time::timeout(policy.timeout, call()).await {
+            Ok(r) => r,
+            Err(_) => Err(KmsError::Timeout),
+        };
+        match res {
+            Err(e) if e.retryable() && attempt < policy.attempts => {
+                let base = policy.backoff.saturating_mul(1 << (attempt - 1).min(16));
+                let jitter = base.mul_f64(crate::util::random_unit());
+                tokio::time::sleep(base + jitter).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}

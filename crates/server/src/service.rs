@@ -1,0 +1,843 @@
+//! The Encryption Service: wrap, unwrap, batches, rekey and application events, with the
+//! tenant's mode, KMS and lease, and an audit event for every attempt. Plain async
+//! functions: the HTTP layer only parses, authenticates and maps errors.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use keystead_core::edek::{Edek, EdekHeader, Mode};
+use keystead_core::{ConfigId, Dek, KeyVersion, LeasedKey, TenantId};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::audit::{AuditEvent, AuditSink, KmsInfo};
+use crate::auth::Principal;
+use crate::clock::Clock;
+use crate::error::ApiError;
+use crate::kms::builtin::BuiltinKms;
+use crate::kms::{Generated, KeyRef, Kms, KmsError, RetryPolicy, Wrapped, with_retries};
+use crate::lease::{LeaseManager, LeasePolicy, leased_key_context};
+use crate::metrics::Metrics;
+use crate::store::{ConfigState, KmsConfig, Store, Tenant, TenantMode};
+use crate::util::{os_rng, random_bytes, rfc3339_now};
+
+/// Tunables of the service.
+#[derive(Clone, Debug)]
+pub struct ServiceOptions {
+    /// This instance's name in audit events.
+    pub instance: String,
+    /// KMS timeout and retries.
+    pub retry: RetryPolicy,
+    /// Concurrent KMS calls per KMS config.
+    pub kms_concurrency: usize,
+    /// How long a call waits for a KMS slot before answering `429`.
+    pub kms_queue_wait: Duration,
+    /// Concurrent KMS calls of one batch (remote mode).
+    pub batch_fanout: usize,
+    /// Auto-create unknown tenants (built-in KMS, leasing mode): `--dev` only.
+    pub dev_autocreate: bool,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        Self {
+            instance: format!("es-{}", hex::encode(random_bytes::<4>())),
+            retry: RetryPolicy::default(),
+            kms_concurrency: 64,
+            kms_queue_wait: Duration::from_millis(200),
+            batch_fanout: 16,
+            dev_autocreate: false,
+        }
+    }
+}
+
+/// A DEK and its EDEK, as a wrap returns them.
+pub struct WrappedDek {
+    /// The plaintext DEK (for the caller only).
+    pub dek: Dek,
+    /// The serialized EDEK.
+    pub edek: Vec<u8>,
+}
+
+/// The Encryption Service.
+pub struct Service {
+    store: Arc<dyn Store>,
+    builtin: Arc<BuiltinKms>,
+    overrides: RwLock<HashMap<(String, String), Arc<dyn Kms>>>,
+    leases: LeaseManager,
+    audit: Arc<dyn AuditSink>,
+    metrics: Arc<Metrics>,
+    opts: ServiceOptions,
+    kms_slots: Mutex<HashMap<(String, String), Arc<Semaphore>>>,
+    versions: Mutex<HashMap<(String, String), (u32, Duration)>>,
+    clock: Arc<dyn Clock>,
+}
+
+/// What a key operation touched, for its audit event.
+#[derive(Default)]
+struct Trace {
+    kms: Option<KmsInfo>,
+}
+
+impl Service {
+    /// Builds the service.
+    pub fn new(
+        store: Arc<dyn Store>,
+        builtin: Arc<BuiltinKms>,
+        audit: Arc<dyn AuditSink>,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+        opts: ServiceOptions,
+    ) -> Self {
+        Self {
+            store,
+            builtin,
+            overrides: RwLock::new(HashMap::new()),
+            leases: LeaseManager::new(clock.clone()),
+            audit,
+            metrics,
+            opts,
+            kms_slots: Mutex::new(HashMap::new()),
+            versions: Mutex::new(HashMap::new()),
+            clock,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+    /// The built-in KMS.
+    pub fn builtin(&self) -> &Arc<BuiltinKms> {
+        &self.builtin
+    }
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+    /// The lease manager.
+    pub fn leases(&self) -> &LeaseManager {
+        &self.leases
+    }
+    /// The options.
+    pub fn options(&self) -> &ServiceOptions {
+        &self.opts
+    }
+
+    /// Routes a (tenant, config) to another KMS (tests: the fake KMS; configs whose provider
+    /// is `external`).
+    pub fn set_kms_override(&self, tenant: &str, config: &str, kms: Arc<dyn Kms>) {
+        self.overrides
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((tenant.to_owned(), config.to_owned()), kms);
+    }
+
+    fn kms_for(&self, config: &KmsConfig) -> Result<Arc<dyn Kms>, ApiError> {
+        if let Some(k) = self
+            .overrides
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(config.tenant.clone(), config.id.clone()))
+        {
+            return Ok(k.clone());
+        }
+        match config.provider.as_str() {
+            "builtin" => Ok(self.builtin.clone()),
+            other => Err(ApiError {
+                status: 502,
+                code: "kms_error",
+                message: format!("KMS provider '{other}' is not available in this build"),
+                retry_after: None,
+            }),
+        }
+    }
+
+    /// One KMS call with the per-config concurrency limit, timeout, retries and metrics.
+    async fn kms_call<T, F, Fut>(
+        &self,
+        kms: &dyn Kms,
+        tenant: &str,
+        config: &str,
+        mut call: F,
+    ) -> Result<T, KmsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, KmsError>>,
+    {
+        let slots = self
+            .kms_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((tenant.to_owned(), config.to_owned()))
+            .or_insert_with(|| Arc::new(Semaphore::new(self.opts.kms_concurrency)))
+            .clone();
+        let _permit =
+            match tokio::time::timeout(self.opts.kms_queue_wait, slots.acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    self.metrics.kms_call(kms.provider(), "busy");
+                    return Err(KmsError::Busy);
+                }
+            };
+        let res = with_retries(self.opts.retry, &mut call).await;
+        self.metrics.kms_call(
+            kms.provider(),
+            res.as_ref().map_or_else(|e| e.outcome(), |_| "success"),
+        );
+        res
+    }
+
+    /// Finds the tenant after the scope check. Unknown tenants: `404` for all-tenants keys,
+    /// `403 tenant_forbidden` for scoped ones; auto-created in `--dev`.
+    pub fn resolve_tenant(&self, principal: &Principal, tenant: &str) -> Result<Tenant, ApiError> {
+        let found = self.store.tenant(tenant).map_err(|e| internal(&e))?;
+        let t = match found {
+            Some(t) => t,
+            None if self.opts.dev_autocreate => {
+                TenantId::new(tenant).map_err(|_| ApiError::bad_request("invalid tenant id"))?;
+                create_builtin_tenant(
+                    &self.store,
+                    &self.builtin,
+                    tenant,
+                    TenantMode::Leasing,
+                    crate::lease::DEFAULT_LEASE.as_secs(),
+                    crate::lease::DEFAULT_RENEW.as_secs(),
+                )
+                .map_err(|e| internal(&e))?
+            }
+            None if principal.all_tenants() => return Err(ApiError::tenant_not_found()),
+            None => return Err(ApiError::tenant_forbidden()),
+        };
+        if t.disabled {
+            return Err(ApiError::tenant_disabled());
+        }
+        Ok(t)
+    }
+
+    fn config(&self, tenant: &str, id: &str) -> Result<Option<KmsConfig>, ApiError> {
+        self.store.config(tenant, id).map_err(|e| internal(&e))
+    }
+
+    fn primary(&self, t: &Tenant) -> Result<KmsConfig, ApiError> {
+        match self.config(&t.id, &t.primary_config)? {
+            Some(c) if c.state == ConfigState::Active => Ok(c),
+            _ => Err(ApiError::internal("primary-config")),
+        }
+    }
+
+    fn policy(t: &Tenant) -> LeasePolicy {
+        LeasePolicy::from_secs(t.lease_secs, t.renew_secs)
+    }
+
+    // ---- wrap --------------------------------------------------------------------------
+
+    /// Wraps a fresh DEK for `tenant`, recording an audit event.
+    pub async fn wrap(
+        &self,
+        p: &Principal,
+        tenant: &str,
+        metadata: &Value,
+    ) -> Result<WrappedDek, ApiError> {
+        let mut trace = Trace::default();
+        let res = self.wrap_inner(p, tenant, None, &mut trace).await;
+        self.audit(
+            p,
+            tenant,
+            "wrap",
+            res.as_ref().map(|_| ()),
+            trace,
+            None,
+            metadata,
+            None,
+        )?;
+        res
+    }
+
+    async fn wrap_inner(
+        &self,
+        p: &Principal,
+        tenant: &str,
+        dek: Option<Dek>,
+        trace: &mut Trace,
+    ) -> Result<WrappedDek, ApiError> {
+        let t = self.resolve_tenant(p, tenant)?;
+        self.wrap_for(&t, dek, trace).await
+    }
+
+    /// Wraps `dek` (or a fresh one) under the tenant's primary config and mode.
+    async fn wrap_for(
+        &self,
+        t: &Tenant,
+        dek: Option<Dek>,
+        trace: &mut Trace,
+    ) -> Result<WrappedDek, ApiError> {
+        let config = self.primary(t)?;
+        let kms = self.kms_for(&config)?;
+        let tenant_id = TenantId::new(&t.id).map_err(|_| ApiError::internal("tenant-id"))?;
+        let config_id = ConfigId::new(&config.id).map_err(|_| ApiError::internal("config-id"))?;
+        trace.kms = Some(KmsInfo {
+            provider: kms.provider().into(),
+            config_id: config.id.clone(),
+            key_version: None,
+        });
+        match (t.mode, dek) {
+            (TenantMode::Leasing, dek) => {
+                let policy = Self::policy(t);
+                let lease = self
+                    .leases
+                    .current(&t.id, &config.id, &policy, |key, ctx| {
+                        let kms = kms.clone();
+                        let key_ref = KeyRef {
+                            tenant: t.id.clone(),
+                            config: config.id.clone(),
+                            version: None,
+                        };
+                        async move {
+                            self.kms_call(&*kms, &key_ref.tenant, &key_ref.config, || {
+                                kms.wrap(&key_ref, key.expose_secret(), &ctx)
+                            })
+                            .await
+                        }
+                    })
+                    .await?;
+                let dek = dek.unwrap_or_else(|| Dek::generate(&mut os_rng()));
+                let edek = Edek::wrap_leased(
+                    &mut os_rng(),
+                    tenant_id,
+                    config_id,
+                    KeyVersion(lease.version),
+                    &lease.key,
+                    &lease.wrapped,
+                    &dek,
+                )
+                .map_err(|_| ApiError::internal("wrap-leased"))?;
+                if let Some(k) = trace.kms.as_mut() {
+                    k.key_version = Some(lease.version);
+                }
+                Ok(WrappedDek {
+                    dek,
+                    edek: edek.to_bytes(),
+                })
+            }
+            (TenantMode::Remote, None) => {
+                let version = self.current_version(&*kms, t, &config).await?;
+                if let Some(k) = trace.kms.as_mut() {
+                    k.key_version = Some(version);
+                }
+                let header = EdekHeader::remote(tenant_id, config_id, KeyVersion(version));
+                let key_ref = KeyRef {
+                    tenant: t.id.clone(),
+                    config: config.id.clone(),
+                    version: Some(version),
+                };
+                let g: Generated = self
+                    .kms_call(&*kms, &t.id, &config.id, || {
+                        kms.generate(&key_ref, header.as_bytes())
+                    })
+                    .await?;
+                let (dek, edek) = Edek::seal_remote(header, &g.plaintext, &g.ciphertext)
+                    .map_err(|_| ApiError::internal("seal-remote"))?;
+                Ok(WrappedDek {
+                    dek,
+                    edek: edek.to_bytes(),
+                })
+            }
+            (TenantMode::Remote, Some(dek)) => {
+                // Rekey into remote mode: EDEK v1's remote form derives the DEK from the KMS
+                // secret and the header, so an existing DEK cannot be carried in it. Carry it
+                // under a one-use leased key instead: one KMS call to wrap, one per unwrap
+                // (remote-mode tenants never cache leased keys), same bindings.
+                let key = LeasedKey::generate(&mut os_rng());
+                let ctx = leased_key_context(&t.id, &config.id, &key.id());
+                let key_ref = KeyRef {
+                    tenant: t.id.clone(),
+                    config: config.id.clone(),
+                    version: None,
+                };
+                let w: Wrapped = self
+                    .kms_call(&*kms, &t.id, &config.id, || {
+                        kms.wrap(&key_ref, key.expose_secret(), &ctx)
+                    })
+                    .await?;
+                if let Some(k) = trace.kms.as_mut() {
+                    k.key_version = Some(w.version);
+                }
+                let edek = Edek::wrap_leased(
+                    &mut os_rng(),
+                    tenant_id,
+                    config_id,
+                    KeyVersion(w.version),
+                    &key,
+                    &w.ciphertext,
+                    &dek,
+                )
+                .map_err(|_| ApiError::internal("wrap-one-use"))?;
+                Ok(WrappedDek {
+                    dek,
+                    edek: edek.to_bytes(),
+                })
+            }
+        }
+    }
+
+    /// The current key version of a remote-mode config (cached for 30 s).
+    async fn current_version(
+        &self,
+        kms: &dyn Kms,
+        t: &Tenant,
+        config: &KmsConfig,
+    ) -> Result<u32, ApiError> {
+        let key = (t.id.clone(), config.id.clone());
+        let now = self.clock.now();
+        if let Some((v, at)) = self
+            .versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            && now < *at + Duration::from_secs(30)
+        {
+            return Ok(*v);
+        }
+        let key_ref = KeyRef {
+            tenant: t.id.clone(),
+            config: config.id.clone(),
+            version: None,
+        };
+        let v = self
+            .kms_call(kms, &t.id, &config.id, || kms.describe(&key_ref))
+            .await?;
+        self.versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (v, now));
+        Ok(v)
+    }
+
+    /// Forgets cached key versions (after a rotation made in this process).
+    pub fn forget_versions(&self) {
+        self.versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    // ---- unwrap ------------------------------------------------------------------------
+
+    /// Unwraps an EDEK of `tenant`, recording an audit event.
+    pub async fn unwrap(
+        &self,
+        p: &Principal,
+        tenant: &str,
+        edek: &[u8],
+        metadata: &Value,
+    ) -> Result<Dek, ApiError> {
+        let mut trace = Trace::default();
+        let res = async {
+            let t = self.resolve_tenant(p, tenant)?;
+            self.unwrap_for(&t, edek, &mut trace).await
+        }
+        .await;
+        self.audit(
+            p,
+            tenant,
+            "unwrap",
+            res.as_ref().map(|_| ()),
+            trace,
+            None,
+            metadata,
+            None,
+        )?;
+        res
+    }
+
+    async fn unwrap_for(
+        &self,
+        t: &Tenant,
+        edek: &[u8],
+        trace: &mut Trace,
+    ) -> Result<Dek, ApiError> {
+        let edek = Edek::parse(edek)?;
+        if edek.tenant().as_str() != t.id {
+            return Err(ApiError::edek_invalid(
+                "the EDEK is not valid for this tenant",
+            ));
+        }
+        let config = self
+            .config(&t.id, edek.config_id().as_str())?
+            .ok_or_else(|| ApiError::edek_invalid("the EDEK is not valid for this tenant"))?;
+        let kms = self.kms_for(&config)?;
+        trace.kms = Some(KmsInfo {
+            provider: kms.provider().into(),
+            config_id: config.id.clone(),
+            key_version: Some(edek.key_version().0),
+        });
+        if config.state == ConfigState::Retired {
+            return Err(ApiError::key_retired());
+        }
+        let key_ref = KeyRef {
+            tenant: t.id.clone(),
+            config: config.id.clone(),
+            version: Some(edek.key_version().0),
+        };
+        match edek.mode() {
+            Mode::Leased => {
+                let (Some(id), Some(wrapped)) = (edek.leased_key_id(), edek.wrapped_leased_key())
+                else {
+                    return Err(ApiError::edek_invalid("malformed leased EDEK"));
+                };
+                let ctx = leased_key_context(&t.id, &config.id, &id);
+                let unwrap_key = || {
+                    self.kms_call(&*kms, &t.id, &config.id, || {
+                        kms.unwrap(&key_ref, wrapped, &ctx)
+                    })
+                };
+                let key = if t.mode == TenantMode::Leasing {
+                    self.leases
+                        .key(&t.id, id, &Self::policy(t), true, unwrap_key)
+                        .await?
+                } else {
+                    let bytes = unwrap_key().await?;
+                    let key: [u8; 32] = bytes
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| ApiError::edek_invalid("bad leased key"))?;
+                    Arc::new(LeasedKey::from_bytes(id, key))
+                };
+                Ok(edek.unwrap_leased(&key)?)
+            }
+            Mode::Remote => {
+                let ct = edek
+                    .kms_ciphertext()
+                    .ok_or_else(|| ApiError::edek_invalid("malformed remote EDEK"))?;
+                let header = edek.header().as_bytes();
+                let secret = self
+                    .kms_call(&*kms, &t.id, &config.id, || {
+                        kms.unwrap(&key_ref, ct, header)
+                    })
+                    .await?;
+                Ok(edek.open_remote(&secret)?)
+            }
+            _ => Err(ApiError::edek_invalid(
+                "asymmetric master keys are not configured for this tenant",
+            )),
+        }
+    }
+
+    // ---- batches -----------------------------------------------------------------------
+
+    /// Wraps one DEK per id. Per-item failures do not fail the batch.
+    pub async fn batch_wrap(
+        &self,
+        p: &Principal,
+        tenant: &str,
+        ids: &[String],
+        metadata: &Value,
+    ) -> Result<(Vec<(String, WrappedDek)>, Vec<(String, ApiError)>), ApiError> {
+        let mut trace = Trace::default();
+        let res = async {
+            let t = self.resolve_tenant(p, tenant)?;
+            let mut ok = Vec::with_capacity(ids.len());
+            let mut failed = Vec::new();
+            let results = self
+                .fan_out(ids.iter().cloned(), |id| {
+                    let t = &t;
+                    async move {
+                        let mut tr = Trace::default();
+                        (id, self.wrap_for(t, None, &mut tr).await, tr)
+                    }
+                })
+                .await;
+            for (id, r, tr) in results {
+                if trace.kms.is_none() {
+                    trace.kms = tr.kms;
+                }
+                match r {
+                    Ok(w) => ok.push((id, w)),
+                    Err(e) => failed.push((id, e)),
+                }
+            }
+            Ok((ok, failed))
+        }
+        .await;
+        self.audit(
+            p,
+            tenant,
+            "batch_wrap",
+            res.as_ref().map(|_| ()),
+            trace,
+            Some(ids.len()),
+            metadata,
+            None,
+        )?;
+        res
+    }
+
+    /// Unwraps each EDEK. Per-item failures do not fail the batch.
+    pub async fn batch_unwrap(
+        &self,
+        p: &Principal,
+        tenant: &str,
+        edeks: Vec<(String, Vec<u8>)>,
+        metadata: &Value,
+    ) -> Result<(Vec<(String, Dek)>, Vec<(String, ApiError)>), ApiError> {
+        let mut trace = Trace::default();
+        let count = edeks.len();
+        let res = async {
+            let t = self.resolve_tenant(p, tenant)?;
+            let results = self
+                .fan_out(edeks.into_iter(), |(id, bytes)| {
+                    let t = &t;
+                    async move {
+                        let mut tr = Trace::default();
+                        let r = self.unwrap_for(t, &bytes, &mut tr).await;
+                        (id, r, tr)
+                    }
+                })
+                .await;
+            let mut ok = Vec::with_capacity(results.len());
+            let mut failed = Vec::new();
+            for (id, r, tr) in results {
+                if trace.kms.is_none() {
+                    trace.kms = tr.kms;
+                }
+                match r {
+                    Ok(d) => ok.push((id, d)),
+                    Err(e) => failed.push((id, e)),
+                }
+            }
+            Ok((ok, failed))
+        }
+        .await;
+        self.audit(
+            p,
+            tenant,
+            "batch_unwrap",
+            res.as_ref().map(|_| ()),
+            trace,
+            Some(count),
+            metadata,
+            None,
+        )?;
+        res
+    }
+
+    /// Runs `f` over `items` with at most `batch_fanout` in flight, keeping input order.
+    async fn fan_out<I, T, F, Fut>(&self, items: I, f: F) -> Vec<T>
+    where
+        I: Iterator,
+        F: Fn(I::Item) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        use futures_util::stream::{self, StreamExt};
+        stream::iter(items.map(f))
+            .buffered(self.opts.batch_fanout.max(1))
+            .collect()
+            .await
+    }
+
+    // ---- rekey -------------------------------------------------------------------------
+
+    /// Re-wraps an EDEK's DEK under the tenant's current primary key; the DEK is unchanged.
+    pub async fn rekey(
+        &self,
+        p: &Principal,
+        tenant: &str,
+        edek: &[u8],
+        metadata: &Value,
+    ) -> Result<Vec<u8>, ApiError> {
+        let mut trace = Trace::default();
+        let res = async {
+            let t = self.resolve_tenant(p, tenant)?;
+            let dek = self.unwrap_for(&t, edek, &mut Trace::default()).await?;
+            self.wrap_for(&t, Some(dek), &mut trace)
+                .await
+                .map(|w| w.edek)
+        }
+        .await;
+        self.audit(
+            p,
+            tenant,
+            "rekey",
+            res.as_ref().map(|_| ()),
+            trace,
+            None,
+            metadata,
+            None,
+        )?;
+        res
+    }
+
+    // ---- application events ------------------------------------------------------------
+
+    /// Records an application security event for the tenant's SIEM.
+    pub fn app_event(
+        &self,
+        p: &Principal,
+        tenant: &str,
+        event: &Value,
+        metadata: &Value,
+    ) -> Result<(), ApiError> {
+        let res = self.resolve_tenant(p, tenant).map(|_| ());
+        self.audit(
+            p,
+            tenant,
+            "app_event",
+            res.as_ref().map(|_| ()),
+            Trace::default(),
+            None,
+            metadata,
+            Some(event.clone()),
+        )?;
+        res
+    }
+
+    // ---- background renewal ------------------------------------------------------------
+
+    /// Renews every lease that is due; the renewal task calls this periodically.
+    pub async fn renew_due_leases(&self) {
+        for tenant_id in self.leases.leased_tenants() {
+            let Ok(Some(t)) = self.store.tenant(&tenant_id) else {
+                continue;
+            };
+            if t.disabled || t.mode != TenantMode::Leasing {
+                self.leases.drop_tenant(&tenant_id);
+                continue;
+            }
+            if !self.leases.renewal_due(&t.id, &Self::policy(&t)) {
+                continue;
+            }
+            let Ok(config) = self.primary(&t) else {
+                continue;
+            };
+            let Ok(kms) = self.kms_for(&config) else {
+                continue;
+            };
+            let key_ref = KeyRef {
+                tenant: t.id.clone(),
+                config: config.id.clone(),
+                version: None,
+            };
+            let res = self
+                .leases
+                .renew(&t.id, &config.id, |key, ctx| {
+                    let kms = kms.clone();
+                    let key_ref = key_ref.clone();
+                    async move {
+                        self.kms_call(&*kms, &key_ref.tenant, &key_ref.config, || {
+                            kms.wrap(&key_ref, key.expose_secret(), &ctx)
+                        })
+                        .await
+                    }
+                })
+                .await;
+            let (action, outcome) = match &res {
+                Ok(()) => ("lease_renewed", Ok(())),
+                Err(e) => ("lease_failed", Err(ApiError::from(e.clone()))),
+            };
+            let trace = Trace {
+                kms: Some(KmsInfo {
+                    provider: kms.provider().into(),
+                    config_id: config.id.clone(),
+                    key_version: None,
+                }),
+            };
+            let system = Principal {
+                key_id: "system".into(),
+                name: "system".into(),
+                tenants: None,
+                ops: Default::default(),
+            };
+            if let Err(e) = self.audit(
+                &system,
+                &t.id,
+                action,
+                outcome.as_ref().map(|_| ()),
+                trace,
+                None,
+                &Value::Null,
+                None,
+            ) {
+                tracing::error!(tenant = %t.id, error = %e.message, "could not record a lease event");
+            }
+            if let Err(e) = res {
+                tracing::warn!(tenant = %t.id, outcome = e.outcome(), "lease renewal failed");
+            }
+        }
+    }
+
+    // ---- audit -------------------------------------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    fn audit(
+        &self,
+        p: &Principal,
+        tenant: &str,
+        action: &str,
+        outcome: Result<(), &ApiError>,
+        trace: Trace,
+        count: Option<usize>,
+        metadata: &Value,
+        event: Option<Value>,
+    ) -> Result<(), ApiError> {
+        let ev = AuditEvent {
+            id: hex::encode(random_bytes::<16>()),
+            time: rfc3339_now(),
+            tenant_id: tenant.to_owned(),
+            es_instance: self.opts.instance.clone(),
+            principal: p.key_id.clone(),
+            action: action.to_owned(),
+            outcome: if outcome.is_ok() {
+                "success"
+            } else {
+                "failure"
+            },
+            code: outcome.as_ref().err().map(|e| e.code.to_owned()),
+            kms: trace.kms,
+            count,
+            failures: None,
+            metadata: metadata.clone(),
+            event,
+        };
+        self.audit.record(&ev).map_err(|e| {
+            tracing::error!(error = %e, "audit sink failed; failing closed");
+            ApiError::audit_unavailable()
+        })
+    }
+}
+
+fn internal(e: &dyn std::fmt::Display) -> ApiError {
+    let id = hex::encode(random_bytes::<6>());
+    tracing::error!(correlation = %id, error = %e, "internal error");
+    ApiError::internal(&id)
+}
+
+/// Creates a tenant with a built-in KMS config `builtin-1` and its first key version.
+pub fn create_builtin_tenant(
+    store: &Arc<dyn Store>,
+    builtin: &BuiltinKms,
+    id: &str,
+    mode: TenantMode,
+    lease_secs: u64,
+    renew_secs: u64,
+) -> Result<Tenant, Box<dyn std::error::Error + Send + Sync>> {
+    let config = KmsConfig {
+        tenant: id.to_owned(),
+        id: "builtin-1".to_owned(),
+        provider: "builtin".to_owned(),
+        state: ConfigState::Active,
+        settings: "{}".to_owned(),
+    };
+    let t = Tenant {
+        id: id.to_owned(),
+        mode,
+        primary_config: config.id.clone(),
+        disabled: false,
+        lease_secs,
+        renew_secs,
+    };
+    store.create_tenant(&t, &config)?;
+    builtin.create_version(id, &config.id)?;
+    Ok(t)
+}

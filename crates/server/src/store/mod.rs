@@ -1,0 +1,166 @@
+//! Persistent state behind one trait: tenants, KMS configurations with their history,
+//! service keys (hashed) and built-in KMS key material (sealed under the root key).
+//!
+//! SQLite ([`sqlite::SqliteStore`]) is the embedded default; PostgreSQL will implement the
+//! same trait for scale-out deployments. Reads on the request path are served from an
+//! in-memory snapshot that the store refreshes when another process (an admin command)
+//! changes the database, so a request never waits on disk.
+
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+/// A storage failure. Never carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("storage error: {0}")]
+    Db(String),
+    /// A record to update does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A record to create exists already.
+    #[error("already exists: {0}")]
+    Conflict(String),
+}
+
+/// Result alias for storage calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How a tenant's DEKs are wrapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantMode {
+    /// A KMS call per wrap and per unwrap.
+    Remote,
+    /// A leased key per lease period, wrapped once by the KMS.
+    Leasing,
+}
+
+impl TenantMode {
+    /// The stored / CLI spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantMode::Remote => "remote",
+            TenantMode::Leasing => "leasing",
+        }
+    }
+    /// Parses the stored / CLI spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "remote" => Some(TenantMode::Remote),
+            "leasing" => Some(TenantMode::Leasing),
+            _ => None,
+        }
+    }
+}
+
+/// A tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    /// Tenant id.
+    pub id: String,
+    /// Wrapping mode.
+    pub mode: TenantMode,
+    /// The KMS configuration new wraps use.
+    pub primary_config: String,
+    /// Disabled by the vendor: every key operation answers `409 tenant_disabled`.
+    pub disabled: bool,
+    /// Lease length in seconds (leasing mode), capped at 24 h.
+    pub lease_secs: u64,
+    /// Renewal interval in seconds (leasing mode), capped at 1 h.
+    pub renew_secs: u64,
+}
+
+/// Lifecycle of a KMS configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigState {
+    /// Usable for unwrap (and for wrap when primary).
+    Active,
+    /// No longer usable: EDEKs under it answer `422 key_retired`.
+    Retired,
+}
+
+/// One KMS configuration of a tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KmsConfig {
+    /// Owning tenant.
+    pub tenant: String,
+    /// Config id (unique per tenant).
+    pub id: String,
+    /// Provider name (`builtin`, later `aws`, `vault`, ...).
+    pub provider: String,
+    /// Active or retired.
+    pub state: ConfigState,
+    /// Provider settings as JSON (no secrets in clear: adapters keep credentials sealed).
+    pub settings: String,
+}
+
+/// A service key record. The secret itself is never stored: only its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceKey {
+    /// Public key id (embedded in the secret, used for lookup and in audit events).
+    pub id: String,
+    /// Human name (unique).
+    pub name: String,
+    /// SHA-256 of the whole secret.
+    pub secret_hash: [u8; 32],
+    /// Tenants in scope; `None` = all tenants.
+    pub tenants: Option<Vec<String>>,
+    /// Operations in scope.
+    pub ops: Vec<String>,
+    /// Expiry as Unix seconds, if any.
+    pub expires_at: Option<i64>,
+    /// Revoked keys stay listed but authenticate nothing.
+    pub revoked: bool,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+}
+
+/// A built-in KMS master key version (sealed under the root key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuiltinKey {
+    /// Owning tenant.
+    pub tenant: String,
+    /// KMS config id.
+    pub config: String,
+    /// Key version (1, 2, ...; rotation adds one).
+    pub version: u32,
+    /// The master key sealed under the root key.
+    pub sealed: Vec<u8>,
+    /// Disabled keys refuse every operation (`kms_denied`).
+    pub enabled: bool,
+}
+
+/// The storage interface of the Encryption Service.
+pub trait Store: Send + Sync + 'static {
+    /// A tenant by id.
+    fn tenant(&self, id: &str) -> StoreResult<Option<Tenant>>;
+    /// All tenants.
+    fn tenants(&self) -> StoreResult<Vec<Tenant>>;
+    /// Creates a tenant together with its first KMS configuration.
+    fn create_tenant(&self, tenant: &Tenant, config: &KmsConfig) -> StoreResult<()>;
+    /// Updates a tenant (mode, primary, disabled, lease policy).
+    fn update_tenant(&self, tenant: &Tenant) -> StoreResult<()>;
+
+    /// A KMS configuration.
+    fn config(&self, tenant: &str, id: &str) -> StoreResult<Option<KmsConfig>>;
+    /// All configurations of a tenant (history included).
+    fn configs(&self, tenant: &str) -> StoreResult<Vec<KmsConfig>>;
+    /// Adds or replaces a configuration.
+    fn put_config(&self, config: &KmsConfig) -> StoreResult<()>;
+
+    /// A service key by its public id.
+    fn service_key(&self, id: &str) -> StoreResult<Option<ServiceKey>>;
+    /// All service keys.
+    fn service_keys(&self) -> StoreResult<Vec<ServiceKey>>;
+    /// Adds a service key (name and id must be new).
+    fn create_service_key(&self, key: &ServiceKey) -> StoreResult<()>;
+    /// Marks the key with `name` revoked.
+    fn revoke_service_key(&self, name: &str) -> StoreResult<()>;
+
+    /// Every version of a built-in key.
+    fn builtin_keys(&self, tenant: &str, config: &str) -> StoreResult<Vec<BuiltinKey>>;
+    /// Adds or replaces a built-in key version.
+    fn put_builtin_key(&self, key: &BuiltinKey) -> StoreResult<()>;
+}

@@ -1,0 +1,464 @@
+//! The embedded SQLite store.
+//!
+//! Request-path reads are answered from an in-memory snapshot. The snapshot is reloaded
+//! after every write made through this handle and, at most every [`RECHECK`], when
+//! SQLite's `data_version` shows that another connection (an admin command run against
+//! the same data dir) committed a change: admin changes reach a running server within a
+//! second.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{
+    BuiltinKey, ConfigState, KmsConfig, ServiceKey, Store, StoreError, StoreResult, Tenant,
+    TenantMode,
+};
+
+/// How often readers look for changes made by other processes.
+pub const RECHECK: Duration = Duration::from_millis(500);
+
+/// Versioned schema migrations, applied in order, each once.
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema
+    "CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        mode TEXT NOT NULL,
+        primary_config TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        lease_secs INTEGER NOT NULL,
+        renew_secs INTEGER NOT NULL
+     );
+     CREATE TABLE kms_configs (
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        id TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        state TEXT NOT NULL,
+        settings TEXT NOT NULL,
+        PRIMARY KEY (tenant, id)
+     );
+     CREATE TABLE service_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        secret_hash BLOB NOT NULL,
+        tenants TEXT,
+        ops TEXT NOT NULL,
+        expires_at INTEGER,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+     );
+     CREATE TABLE builtin_keys (
+        tenant TEXT NOT NULL,
+        config TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        sealed BLOB NOT NULL,
+        enabled INTEGER NOT NULL,
+        PRIMARY KEY (tenant, config, version)
+     );",
+];
+
+#[derive(Default)]
+struct Snapshot {
+    tenants: HashMap<String, Tenant>,
+    configs: HashMap<(String, String), KmsConfig>,
+    service_keys: HashMap<String, ServiceKey>,
+    builtin: HashMap<(String, String), Vec<BuiltinKey>>,
+}
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    snapshot: RwLock<Snapshot>,
+    seen: Mutex<(i64, Instant)>,
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let conn = Connection::open(path).map_err(db)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database (tests).
+    pub fn in_memory() -> StoreResult<Self> {
+        Self::init(Connection::open_in_memory().map_err(db)?)
+    }
+
+    fn init(mut conn: Connection) -> StoreResult<Self> {
+        conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
+        // WAL lets admin commands write while the server reads.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        migrate(&mut conn)?;
+        let store = Self {
+            conn: Mutex::new(conn),
+            snapshot: RwLock::new(Snapshot::default()),
+            seen: Mutex::new((-1, Instant::now())),
+        };
+        store.reload()?;
+        Ok(store)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A poisoned lock only means another thread panicked mid-call; the connection is
+        // still consistent (every write is one transaction).
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reloads the snapshot from the database.
+    fn reload(&self) -> StoreResult<()> {
+        let conn = self.lock();
+        let version: i64 = conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(db)?;
+        let snap = load(&conn)?;
+        drop(conn);
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snap;
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = (version, Instant::now());
+        Ok(())
+    }
+
+    /// Reloads if another connection changed the database since the last look (checked at
+    /// most every [`RECHECK`]).
+    fn refresh(&self) -> StoreResult<()> {
+        {
+            let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.1.elapsed() < RECHECK {
+                return Ok(());
+            }
+        }
+        let version: i64 = self
+            .lock()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(db)?;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if version == seen.0 {
+            seen.1 = Instant::now();
+            return Ok(());
+        }
+        drop(seen);
+        self.reload()
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Snapshot) -> T) -> StoreResult<T> {
+        self.refresh()?;
+        Ok(f(&self.snapshot.read().unwrap_or_else(|p| p.into_inner())))
+    }
+
+    fn write(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        {
+            let mut conn = self.lock();
+            let tx = conn.transaction().map_err(db)?;
+            f(&tx)?;
+            tx.commit().map_err(db)?;
+        }
+        self.reload()
+    }
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)",
+    )
+    .map_err(db)?;
+    let applied: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i as i64 + 1;
+        if version <= applied {
+            continue;
+        }
+        let tx = conn.transaction().map_err(db)?;
+        tx.execute_batch(sql).map_err(db)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES (?1)",
+            [version],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+    }
+    Ok(())
+}
+
+fn load(conn: &Connection) -> StoreResult<Snapshot> {
+    let mut snap = Snapshot::default();
+    let mut st = conn
+        .prepare("SELECT id, mode, primary_config, disabled, lease_secs, renew_secs FROM tenants")
+        .map_err(db)?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(Tenant {
+                id: r.get(0)?,
+                mode: TenantMode::parse(&r.get::<_, String>(1)?).unwrap_or(TenantMode::Leasing),
+                primary_config: r.get(2)?,
+                disabled: r.get(3)?,
+                lease_secs: r.get::<_, i64>(4)? as u64,
+                renew_secs: r.get::<_, i64>(5)? as u64,
+            })
+        })
+        .map_err(db)?;
+    for t in rows {
+        let t = t.map_err(db)?;
+        snap.tenants.insert(t.id.clone(), t);
+    }
+    let mut st = conn
+        .prepare("SELECT tenant, id, provider, state, settings FROM kms_configs")
+        .map_err(db)?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(KmsConfig {
+                tenant: r.get(0)?,
+                id: r.get(1)?,
+                provider: r.get(2)?,
+                state: if r.get::<_, String>(3)? == "retired" {
+                    ConfigState::Retired
+                } else {
+                    ConfigState::Active
+                },
+                settings: r.get(4)?,
+            })
+        })
+        .map_err(db)?;
+    for c in rows {
+        let c = c.map_err(db)?;
+        snap.configs.insert((c.tenant.clone(), c.id.clone()), c);
+    }
+    let mut st = conn
+        .prepare(
+            "SELECT id, name, secret_hash, tenants, ops, expires_at, revoked, created_at
+             FROM service_keys",
+        )
+        .map_err(db)?;
+    let rows = st
+        .query_map([], |r| {
+            let hash: Vec<u8> = r.get(2)?;
+            let tenants: Option<String> = r.get(3)?;
+            let ops: String = r.get(4)?;
+            Ok(ServiceKey {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                secret_hash: hash.try_into().unwrap_or([0; 32]),
+                tenants: tenants.map(|t| serde_json::from_str(&t).unwrap_or_default()),
+                ops: serde_json::from_str(&ops).unwrap_or_default(),
+                expires_at: r.get(5)?,
+                revoked: r.get(6)?,
+                created_at: r.get(7)?,
+            })
+        })
+        .map_err(db)?;
+    for k in rows {
+        let k = k.map_err(db)?;
+        snap.service_keys.insert(k.id.clone(), k);
+    }
+    let mut st = conn
+        .prepare(
+            "SELECT tenant, config, version, sealed, enabled FROM builtin_keys ORDER BY version",
+        )
+        .map_err(db)?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(BuiltinKey {
+                tenant: r.get(0)?,
+                config: r.get(1)?,
+                version: r.get(2)?,
+                sealed: r.get(3)?,
+                enabled: r.get(4)?,
+            })
+        })
+        .map_err(db)?;
+    for k in rows {
+        let k = k.map_err(db)?;
+        snap.builtin
+            .entry((k.tenant.clone(), k.config.clone()))
+            .or_default()
+            .push(k);
+    }
+    Ok(snap)
+}
+
+fn put_config_tx(tx: &rusqlite::Transaction<'_>, c: &KmsConfig) -> StoreResult<()> {
+    let state = match c.state {
+        ConfigState::Active => "active",
+        ConfigState::Retired => "retired",
+    };
+    tx.execute(
+        "INSERT INTO kms_configs (tenant, id, provider, state, settings) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (tenant, id) DO UPDATE SET provider = ?3, state = ?4, settings = ?5",
+        params![c.tenant, c.id, c.provider, state, c.settings],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
+        self.read(|s| s.tenants.get(id).cloned())
+    }
+
+    fn tenants(&self) -> StoreResult<Vec<Tenant>> {
+        self.read(|s| {
+            let mut v: Vec<_> = s.tenants.values().cloned().collect();
+            v.sort_by(|a, b| a.id.cmp(&b.id));
+            v
+        })
+    }
+
+    fn create_tenant(&self, t: &Tenant, config: &KmsConfig) -> StoreResult<()> {
+        self.write(|tx| {
+            let exists: Option<String> = tx
+                .query_row("SELECT id FROM tenants WHERE id = ?1", [&t.id], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(db)?;
+            if exists.is_some() {
+                return Err(StoreError::Conflict(format!("tenant {}", t.id)));
+            }
+            tx.execute(
+                "INSERT INTO tenants (id, mode, primary_config, disabled, lease_secs, renew_secs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    t.id,
+                    t.mode.as_str(),
+                    t.primary_config,
+                    t.disabled,
+                    t.lease_secs as i64,
+                    t.renew_secs as i64
+                ],
+            )
+            .map_err(db)?;
+            put_config_tx(tx, config)
+        })
+    }
+
+    fn update_tenant(&self, t: &Tenant) -> StoreResult<()> {
+        self.write(|tx| {
+            let n = tx
+                .execute(
+                    "UPDATE tenants SET mode = ?2, primary_config = ?3, disabled = ?4,
+                     lease_secs = ?5, renew_secs = ?6 WHERE id = ?1",
+                    params![
+                        t.id,
+                        t.mode.as_str(),
+                        t.primary_config,
+                        t.disabled,
+                        t.lease_secs as i64,
+                        t.renew_secs as i64
+                    ],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("tenant {}", t.id)));
+            }
+            Ok(())
+        })
+    }
+
+    fn config(&self, tenant: &str, id: &str) -> StoreResult<Option<KmsConfig>> {
+        self.read(|s| s.configs.get(&(tenant.to_owned(), id.to_owned())).cloned())
+    }
+
+    fn configs(&self, tenant: &str) -> StoreResult<Vec<KmsConfig>> {
+        self.read(|s| {
+            let mut v: Vec<_> = s
+                .configs
+                .values()
+                .filter(|c| c.tenant == tenant)
+                .cloned()
+                .collect();
+            v.sort_by(|a, b| a.id.cmp(&b.id));
+            v
+        })
+    }
+
+    fn put_config(&self, config: &KmsConfig) -> StoreResult<()> {
+        self.write(|tx| put_config_tx(tx, config))
+    }
+
+    fn service_key(&self, id: &str) -> StoreResult<Option<ServiceKey>> {
+        self.read(|s| s.service_keys.get(id).cloned())
+    }
+
+    fn service_keys(&self) -> StoreResult<Vec<ServiceKey>> {
+        self.read(|s| {
+            let mut v: Vec<_> = s.service_keys.values().cloned().collect();
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+            v
+        })
+    }
+
+    fn create_service_key(&self, k: &ServiceKey) -> StoreResult<()> {
+        self.write(|tx| {
+            let exists: Option<String> = tx
+                .query_row("SELECT id FROM service_keys WHERE name = ?1", [&k.name], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
+            if exists.is_some() {
+                return Err(StoreError::Conflict(format!("service key {}", k.name)));
+            }
+            let tenants = k.tenants.as_ref().map(|t| serde_json::to_string(t).unwrap_or_default());
+            let ops = serde_json::to_string(&k.ops).unwrap_or_default();
+            tx.execute(
+                "INSERT INTO service_keys (id, name, secret_hash, tenants, ops, expires_at, revoked, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![k.id, k.name, &k.secret_hash[..], tenants, ops, k.expires_at, k.revoked, k.created_at],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn revoke_service_key(&self, name: &str) -> StoreResult<()> {
+        self.write(|tx| {
+            let n = tx
+                .execute(
+                    "UPDATE service_keys SET revoked = 1 WHERE name = ?1",
+                    [name],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("service key {name}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn builtin_keys(&self, tenant: &str, config: &str) -> StoreResult<Vec<BuiltinKey>> {
+        self.read(|s| {
+            s.builtin
+                .get(&(tenant.to_owned(), config.to_owned()))
+                .cloned()
+                .unwrap_or_default()
+        })
+    }
+
+    fn put_builtin_key(&self, k: &BuiltinKey) -> StoreResult<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO builtin_keys (tenant, config, version, sealed, enabled) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (tenant, config, version) DO UPDATE SET sealed = ?4, enabled = ?5",
+                params![k.tenant, k.config, k.version, k.sealed, k.enabled],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+    }
+}
