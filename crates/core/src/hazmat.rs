@@ -83,6 +83,41 @@ impl ChaChaKey {
         Self(ChaCha20Poly1305::new(key.into()))
     }
 
+    /// Encrypts `input` into `output` (same length) and returns the tag: one pass, no
+    /// intermediate copy.
+    pub fn seal_into(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<[u8; TAG_LEN]> {
+        let buf = aes_gcm::aead::inout::InOutBuf::new(input, output).map_err(|_| Error::Limit)?;
+        self.0
+            .encrypt_inout_detached(nonce.into(), aad, buf)
+            .map(Into::into)
+            .map_err(|_| Error::Limit)
+    }
+
+    /// Decrypts `input` into `output` (same length) after checking `tag`; zeroes `output`
+    /// on failure.
+    pub fn open_into(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        input: &[u8],
+        output: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<()> {
+        let buf = aes_gcm::aead::inout::InOutBuf::new(input, output).map_err(|_| Error::Limit)?;
+        self.0
+            .decrypt_inout_detached(nonce.into(), aad, buf, tag.into())
+            .map_err(|_| {
+                output.fill(0);
+                Error::Decrypt
+            })
+    }
+
     /// Encrypts `buf` in place and returns the tag.
     pub fn seal_detached(
         &self,

@@ -72,10 +72,13 @@ impl SegmentCipher {
         out: &mut Vec<u8>,
     ) -> Result<[u8; TAG_LEN]> {
         let start = out.len();
-        out.extend_from_slice(pt);
-        let tag =
-            self.key
-                .seal_detached(&segment_nonce(counter, last), &self.aad, &mut out[start..])?;
+        out.resize(start + pt.len(), 0);
+        let tag = self.key.seal_into(
+            &segment_nonce(counter, last),
+            &self.aad,
+            pt,
+            &mut out[start..],
+        )?;
         out.extend_from_slice(&tag);
         Ok(tag)
     }
@@ -96,10 +99,11 @@ impl SegmentCipher {
         let mut tag_arr = [0u8; TAG_LEN];
         tag_arr.copy_from_slice(tag);
         let start = out.len();
-        out.extend_from_slice(body);
-        let res = self.key.open_detached(
+        out.resize(start + body.len(), 0);
+        let res = self.key.open_into(
             &segment_nonce(counter, last),
             &self.aad,
+            body,
             &mut out[start..],
             &tag_arr,
         );
