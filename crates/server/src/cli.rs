@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::service::{Service, ServiceOptions, create_builtin_tenant};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, TenantMode};
+use crate::tls;
 use crate::util::unix_now;
 
 /// Keystead: customer-managed keys for SaaS.
@@ -73,6 +74,15 @@ struct ServeArgs {
     /// KMS call timeout in milliseconds.
     #[arg(long, env = "KEYSTEAD_KMS_TIMEOUT_MS")]
     kms_timeout_ms: Option<u64>,
+    /// TLS certificate chain (PEM); with --tls-key, both listeners serve HTTPS.
+    #[arg(long, env = "KEYSTEAD_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of --tls-cert.
+    #[arg(long, env = "KEYSTEAD_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) for mTLS: clients must present a certificate issued by one.
+    #[arg(long, env = "KEYSTEAD_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 /// The TOML config file: the same options as the flags.
@@ -87,6 +97,9 @@ struct FileConfig {
     rate_limit_tenant: Option<f64>,
     rate_limit_key: Option<f64>,
     kms_timeout_ms: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -369,13 +382,14 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
         .admin_listen
         .or(file.admin_listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7778)));
+    let tls = tls_config(args, file)?;
     for addr in [listen, admin] {
         if dev && !addr.ip().is_loopback() {
             return Err(format!("--dev refuses to listen on non-loopback address {addr}").into());
         }
-        if !addr.ip().is_loopback() && !allow_plain {
+        if !addr.ip().is_loopback() && !allow_plain && tls.is_none() {
             return Err(format!(
-                "refusing plain HTTP on non-loopback address {addr}: pass --allow-plain-http behind a TLS-terminating proxy"
+                "refusing plain HTTP on non-loopback address {addr}: configure TLS (--tls-cert, --tls-key) or pass --allow-plain-http behind a TLS-terminating proxy"
             )
             .into());
         }
@@ -433,6 +447,8 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
         service: service.clone(),
         limiter,
     };
+    let https = tls.is_some();
+    let mtls = https && (args.tls_client_ca.is_some() || file.tls_client_ca.is_some());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -443,7 +459,7 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
         let adm = tokio::net::TcpListener::bind(admin)
             .await
             .map_err(|e| format!("admin listen {admin}: {e}"))?;
-        tracing::info!(%listen, %admin, data_dir = %dir.display(), dev, "keystead serving");
+        tracing::info!(%listen, %admin, data_dir = %dir.display(), dev, https, mtls, "keystead serving");
         let renewal = {
             let service = service.clone();
             tokio::spawn(async move {
@@ -458,8 +474,8 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
         };
-        let api_srv = axum::serve(api, app(state.clone())).with_graceful_shutdown(wait(rx.clone()));
-        let adm_srv = axum::serve(adm, admin_app(state)).with_graceful_shutdown(wait(rx));
+        let api_srv = tls::serve(api, app(state.clone()), tls.clone(), wait(rx.clone()));
+        let adm_srv = tls::serve(adm, admin_app(state), tls, wait(rx));
         let signal = async move {
             shutdown_signal().await;
             tracing::info!("shutting down: draining requests");
@@ -472,6 +488,30 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
         tracing::info!("stopped");
         Ok::<(), BoxError>(())
     })
+}
+
+/// The TLS settings (flags and env, then the file), loaded: `None` for plain HTTP.
+fn tls_config(
+    args: &ServeArgs,
+    file: &FileConfig,
+) -> Result<Option<Arc<rustls::ServerConfig>>, BoxError> {
+    let pick =
+        |flag: &Option<PathBuf>, file: &Option<PathBuf>| flag.clone().or_else(|| file.clone());
+    let cert = pick(&args.tls_cert, &file.tls_cert);
+    let key = pick(&args.tls_key, &file.tls_key);
+    let client_ca = pick(&args.tls_client_ca, &file.tls_client_ca);
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(tls::load_server_config(&tls::TlsFiles {
+            cert,
+            key,
+            client_ca,
+        })?)),
+        (None, None) if client_ca.is_some() => {
+            Err("--tls-client-ca needs --tls-cert and --tls-key".into())
+        }
+        (None, None) => Ok(None),
+        _ => Err("--tls-cert and --tls-key must be given together".into()),
+    }
 }
 
 async fn shutdown_signal() {

@@ -16,4 +16,5 @@ pub mod lease;
 pub mod metrics;
 pub mod service;
 pub mod store;
+pub mod tls;
 pub mod util;

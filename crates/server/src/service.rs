@@ -197,15 +197,22 @@ impl Service {
             Some(t) => t,
             None if self.opts.dev_autocreate => {
                 TenantId::new(tenant).map_err(|_| ApiError::bad_request("invalid tenant id"))?;
-                create_builtin_tenant(
+                match create_builtin_tenant(
                     &self.store,
                     &self.builtin,
                     tenant,
                     TenantMode::Leasing,
                     crate::lease::DEFAULT_LEASE.as_secs(),
                     crate::lease::DEFAULT_RENEW.as_secs(),
-                )
-                .map_err(|e| internal(&e))?
+                ) {
+                    Ok(t) => t,
+                    // Two first requests raced to create it: use the winner's tenant.
+                    Err(_) => self
+                        .store
+                        .tenant(tenant)
+                        .map_err(|e| internal(&e))?
+                        .ok_or_else(|| ApiError::internal("dev-autocreate"))?,
+                }
             }
             None if principal.all_tenants() => return Err(ApiError::tenant_not_found()),
             None => return Err(ApiError::tenant_forbidden()),
@@ -650,7 +657,8 @@ impl Service {
         let mut trace = Trace::default();
         let res = async {
             let t = self.resolve_tenant(p, tenant)?;
-            let dek = self.unwrap_for(&t, edek, &mut Trace::default()).await?;
+            // A failed unwrap is audited with the KMS it used; a wrap replaces it.
+            let dek = self.unwrap_for(&t, edek, &mut trace).await?;
             self.wrap_for(&t, Some(dek), &mut trace)
                 .await
                 .map(|w| w.edek)

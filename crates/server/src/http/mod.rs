@@ -3,6 +3,7 @@
 //! call the [`Service`], map the result.
 
 pub mod extract;
+pub mod openapi;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -15,13 +16,18 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::auth::{Principal, authenticate};
 use crate::error::{ApiError, retry_secs};
 use crate::service::Service;
 use extract::{B64, MAX_BATCH, Metadata, b64, check_id, parse_json};
+use openapi::{
+    BadRequest, EdekRejected, Forbidden, Internal, KmsFailed, KmsTimeout, RateLimited,
+    TenantDisabled, TenantNotFound, Unauthenticated, Unavailable,
+};
 
 /// Shared state of both listeners.
 #[derive(Clone)]
@@ -37,7 +43,10 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (
             status,
-            Json(json!({ "code": self.code, "message": self.message })),
+            Json(ErrorBody {
+                code: self.code,
+                message: self.message,
+            }),
         )
             .into_response();
         if let Some(s) = self.retry_after
@@ -125,54 +134,217 @@ fn auth_first(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     .map(|_| ())
 }
 
-#[derive(Deserialize)]
+// ---- request bodies (their schemas are the OpenAPI request bodies) ----------------------
+
+/// Body of `POST /v1/keys/wrap`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WrapReq {
+    /// The tenant whose key wraps the DEK: 1 to 256 bytes, no control characters.
+    #[schema(schema_with = openapi::id_schema)]
     tenant_id: String,
     metadata: Metadata,
 }
 
-#[derive(Deserialize)]
+/// Body of `POST /v1/keys/unwrap` and `POST /v1/keys/rekey`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EdekReq {
+    /// The tenant the EDEK belongs to: 1 to 256 bytes, no control characters.
+    #[schema(schema_with = openapi::id_schema)]
     tenant_id: String,
+    /// The EDEK, as a wrap answered it.
     edek: B64,
     metadata: Metadata,
 }
 
-#[derive(Deserialize)]
+/// Body of `POST /v1/keys/batch-wrap`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchWrapReq {
+    /// The tenant whose key wraps the DEKs: 1 to 256 bytes, no control characters.
+    #[schema(schema_with = openapi::id_schema)]
     tenant_id: String,
+    /// 1 to 1000 distinct ids (1 to 256 bytes each, no control characters); the answer is
+    /// keyed by them.
+    #[schema(schema_with = openapi::ids_schema)]
     ids: Vec<String>,
     metadata: Metadata,
 }
 
-#[derive(Deserialize)]
+/// Body of `POST /v1/keys/batch-unwrap`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchUnwrapReq {
+    /// The tenant the EDEKs belong to: 1 to 256 bytes, no control characters.
+    #[schema(schema_with = openapi::id_schema)]
     tenant_id: String,
+    /// 1 to 1000 EDEKs by id (1 to 256 bytes each, no control characters); the answer is
+    /// keyed by the same ids.
+    #[schema(schema_with = openapi::edeks_schema)]
     edeks: BTreeMap<String, B64>,
     metadata: Metadata,
 }
 
-#[derive(Deserialize)]
+/// Body of `POST /v1/events`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EventReq {
+    /// The tenant whose SIEM receives the event: 1 to 256 bytes, no control characters.
+    #[schema(schema_with = openapi::id_schema)]
     tenant_id: String,
+    /// The application event: an object of at most 4 KiB with a `name`.
+    #[schema(schema_with = openapi::event_schema)]
     event: Value,
     metadata: Metadata,
 }
 
-fn failures_json(failures: Vec<(String, ApiError)>) -> Value {
-    Value::Object(
-        failures
-            .into_iter()
-            .map(|(id, e)| (id, json!({ "code": e.code, "message": e.message })))
-            .collect(),
-    )
+// ---- answers ---------------------------------------------------------------------------
+
+/// Every non-2xx answer, and each per-item failure of a batch. Never carries key material.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable snake_case code (API.md "Errors").
+    #[schema(value_type = openapi::ErrorCode)]
+    pub code: &'static str,
+    /// Human text; for `internal`, a correlation id only.
+    pub message: String,
 }
 
+impl From<ApiError> for ErrorBody {
+    fn from(e: ApiError) -> Self {
+        Self {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+/// A fresh DEK and its EDEK.
+#[derive(Serialize, ToSchema)]
+struct WrapResp {
+    /// The plaintext DEK.
+    #[schema(value_type = B64)]
+    dek: String,
+    /// The DEK wrapped with the tenant's key; store it beside the data.
+    #[schema(value_type = B64)]
+    edek: String,
+}
+
+impl WrapResp {
+    fn new(w: &crate::service::WrappedDek) -> Self {
+        Self {
+            dek: b64(w.dek.expose_secret()),
+            edek: b64(&w.edek),
+        }
+    }
+}
+
+/// The unwrapped DEK.
+#[derive(Serialize, ToSchema)]
+struct UnwrapResp {
+    /// The plaintext DEK.
+    #[schema(value_type = B64)]
+    dek: String,
+}
+
+/// The EDEK re-wrapped under the tenant's current primary key; the DEK is unchanged.
+#[derive(Serialize, ToSchema)]
+struct RekeyResp {
+    /// The new EDEK.
+    #[schema(value_type = B64)]
+    edek: String,
+}
+
+/// A batch wrap: one DEK per id, or that id's failure.
+#[derive(Serialize, ToSchema)]
+struct BatchWrapResp {
+    /// Wrapped DEKs by id.
+    keys: BTreeMap<String, WrapResp>,
+    /// Failed ids and why.
+    failures: BTreeMap<String, ErrorBody>,
+}
+
+/// A batch unwrap: each DEK by id, or that id's failure.
+#[derive(Serialize, ToSchema)]
+struct BatchUnwrapResp {
+    /// Plaintext DEKs by id.
+    #[schema(value_type = BTreeMap<String, B64>)]
+    keys: BTreeMap<String, String>,
+    /// Failed ids and why.
+    failures: BTreeMap<String, ErrorBody>,
+}
+
+/// Liveness.
+#[derive(Serialize, ToSchema)]
+struct HealthResp {
+    /// Always `ok`.
+    #[schema(value_type = String, example = "ok")]
+    status: &'static str,
+}
+
+fn failures_map(failures: Vec<(String, ApiError)>) -> BTreeMap<String, ErrorBody> {
+    failures
+        .into_iter()
+        .map(|(id, e)| (id, ErrorBody::from(e)))
+        .collect()
+}
+
+/// Wrap a fresh DEK.
+///
+/// Generates a DEK and wraps it with the tenant's current key. Keep the EDEK beside the
+/// data; unwrap it to get the DEK back.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/wrap",
+    tag = "keys",
+    operation_id = "wrap",
+    security(("service_key" = [])),
+    request_body(content = WrapReq, content_type = "application/json"),
+    responses(
+        (status = 200, description = "A fresh DEK and its EDEK.", body = WrapResp,
+            links(
+                ("unwrap" = (
+                    operation_id = "unwrap",
+                    description = "Unwrap the EDEK just made.",
+                    request_body = json!({
+                        "tenant_id": "$request.body#/tenant_id",
+                        "edek": "$response.body#/edek",
+                        "metadata": "$request.body#/metadata"
+                    })
+                )),
+                ("rekey" = (
+                    operation_id = "rekey",
+                    description = "Re-wrap the EDEK just made under the tenant's current key.",
+                    request_body = json!({
+                        "tenant_id": "$request.body#/tenant_id",
+                        "edek": "$response.body#/edek",
+                        "metadata": "$request.body#/metadata"
+                    })
+                )),
+                ("batch_unwrap" = (
+                    operation_id = "batch_unwrap",
+                    description = "Unwrap the EDEK just made in a batch of one.",
+                    request_body = json!({
+                        "tenant_id": "$request.body#/tenant_id",
+                        "edeks": { "wrapped": "$response.body#/edek" },
+                        "metadata": "$request.body#/metadata"
+                    })
+                ))
+            )
+        ),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = TenantNotFound),
+        (status = 409, response = TenantDisabled),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 502, response = KmsFailed),
+        (status = 503, response = Unavailable),
+        (status = 504, response = KmsTimeout),
+    )
+)]
 async fn wrap(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -184,9 +356,34 @@ async fn wrap(
     let p = admit(&s, &headers, &req.tenant_id, "wrap", 1)?;
     let md = req.metadata.validate()?;
     let w = s.service.wrap(&p, &req.tenant_id, &md).await?;
-    Ok(Json(json!({ "dek": b64(w.dek.expose_secret()), "edek": b64(&w.edek) })).into_response())
+    Ok(Json(WrapResp::new(&w)).into_response())
 }
 
+/// Unwrap an EDEK.
+///
+/// Returns the DEK inside an EDEK that a wrap (or rekey) of the same tenant made.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/unwrap",
+    tag = "keys",
+    operation_id = "unwrap",
+    security(("service_key" = [])),
+    request_body(content = EdekReq, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The DEK.", body = UnwrapResp),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = TenantNotFound),
+        (status = 409, response = TenantDisabled),
+        (status = 422, response = EdekRejected),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 502, response = KmsFailed),
+        (status = 503, response = Unavailable),
+        (status = 504, response = KmsTimeout),
+    )
+)]
 async fn unwrap(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -201,9 +398,35 @@ async fn unwrap(
         .service
         .unwrap(&p, &req.tenant_id, &req.edek.0, &md)
         .await?;
-    Ok(Json(json!({ "dek": b64(dek.expose_secret()) })).into_response())
+    Ok(Json(UnwrapResp {
+        dek: b64(dek.expose_secret()),
+    })
+    .into_response())
 }
 
+/// Wrap one fresh DEK per id.
+///
+/// Succeeds per item: an id that fails is listed under `failures`, the others under
+/// `keys`. Counts as one request per id for rate limits.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/batch-wrap",
+    tag = "keys",
+    operation_id = "batch_wrap",
+    security(("service_key" = [])),
+    request_body(content = BatchWrapReq, content_type = "application/json"),
+    responses(
+        (status = 200, description = "DEKs and EDEKs by id, and per-id failures.", body = BatchWrapResp),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = TenantNotFound),
+        (status = 409, response = TenantDisabled),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn batch_wrap(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -230,18 +453,39 @@ async fn batch_wrap(
         .service
         .batch_wrap(&p, &req.tenant_id, &req.ids, &md)
         .await?;
-    let keys: serde_json::Map<String, Value> = ok
-        .into_iter()
-        .map(|(id, w)| {
-            (
-                id,
-                json!({ "dek": b64(w.dek.expose_secret()), "edek": b64(&w.edek) }),
-            )
-        })
-        .collect();
-    Ok(Json(json!({ "keys": keys, "failures": failures_json(failed) })).into_response())
+    Ok(Json(BatchWrapResp {
+        keys: ok
+            .into_iter()
+            .map(|(id, w)| (id, WrapResp::new(&w)))
+            .collect(),
+        failures: failures_map(failed),
+    })
+    .into_response())
 }
 
+/// Unwrap EDEKs by id.
+///
+/// Succeeds per item: an EDEK that fails (e.g. `edek_invalid`) is listed under `failures`,
+/// the others under `keys`. Counts as one request per EDEK for rate limits.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/batch-unwrap",
+    tag = "keys",
+    operation_id = "batch_unwrap",
+    security(("service_key" = [])),
+    request_body(content = BatchUnwrapReq, content_type = "application/json"),
+    responses(
+        (status = 200, description = "DEKs by id, and per-id failures.", body = BatchUnwrapResp),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = TenantNotFound),
+        (status = 409, response = TenantDisabled),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn batch_unwrap(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -265,13 +509,53 @@ async fn batch_unwrap(
         .service
         .batch_unwrap(&p, &req.tenant_id, edeks, &md)
         .await?;
-    let keys: serde_json::Map<String, Value> = ok
-        .into_iter()
-        .map(|(id, d)| (id, Value::String(b64(d.expose_secret()))))
-        .collect();
-    Ok(Json(json!({ "keys": keys, "failures": failures_json(failed) })).into_response())
+    Ok(Json(BatchUnwrapResp {
+        keys: ok
+            .into_iter()
+            .map(|(id, d)| (id, b64(d.expose_secret())))
+            .collect(),
+        failures: failures_map(failed),
+    })
+    .into_response())
 }
 
+/// Re-wrap an EDEK under the tenant's current key.
+///
+/// The DEK is unchanged, so data encrypted under it needs no re-encryption.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/rekey",
+    tag = "keys",
+    operation_id = "rekey",
+    security(("service_key" = [])),
+    request_body(content = EdekReq, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The new EDEK.", body = RekeyResp,
+            links(
+                ("unwrap" = (
+                    operation_id = "unwrap",
+                    description = "Unwrap the new EDEK.",
+                    request_body = json!({
+                        "tenant_id": "$request.body#/tenant_id",
+                        "edek": "$response.body#/edek",
+                        "metadata": "$request.body#/metadata"
+                    })
+                ))
+            )
+        ),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = TenantNotFound),
+        (status = 409, response = TenantDisabled),
+        (status = 422, response = EdekRejected),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 502, response = KmsFailed),
+        (status = 503, response = Unavailable),
+        (status = 504, response = KmsTimeout),
+    )
+)]
 async fn rekey(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -286,7 +570,7 @@ async fn rekey(
         .service
         .rekey(&p, &req.tenant_id, &req.edek.0, &md)
         .await?;
-    Ok(Json(json!({ "edek": b64(&edek) })).into_response())
+    Ok(Json(RekeyResp { edek: b64(&edek) }).into_response())
 }
 
 /// Application event names users know from SIEM taxonomies.
@@ -301,6 +585,28 @@ fn valid_event_name(name: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// Record an application security event.
+///
+/// The event reaches the tenant's SIEM through the audit log, with the request metadata.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    operation_id = "events",
+    security(("service_key" = [])),
+    request_body(content = EventReq, content_type = "application/json"),
+    responses(
+        (status = 204, description = "The event was recorded."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = TenantNotFound),
+        (status = 409, response = TenantDisabled),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn events(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -332,8 +638,36 @@ async fn events(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn health() -> impl IntoResponse {
-    Json(json!({ "status": "ok" }))
+/// Liveness.
+///
+/// 200 whenever the process is up; the same answer on the admin listener.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "service",
+    operation_id = "health",
+    responses((status = 200, description = "The process is up.", body = HealthResp))
+)]
+async fn health() -> Json<HealthResp> {
+    Json(HealthResp { status: "ok" })
+}
+
+/// This document.
+///
+/// The OpenAPI 3 document of the API, generated from the code.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "service",
+    operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI document.", content_type = "application/json", body = Object))
+)]
+async fn openapi_json() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        openapi::json(),
+    )
+        .into_response()
 }
 
 async fn ready(State(s): State<AppState>) -> Response {
@@ -385,7 +719,7 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
         .metrics()
         .request(&route, resp.status().as_u16(), elapsed);
     span.in_scope(|| {
-        tracing::info!(
+        tracing::debug!(
             status = resp.status().as_u16(),
             micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             "request"
@@ -407,6 +741,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/keys/rekey", post(rekey))
         .route("/v1/events", post(events))
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi_json))
         .fallback(|| async {
             ApiError {
                 status: 404,
