@@ -152,11 +152,18 @@ impl LeaseManager {
         }
     }
 
-    /// Maps a KMS failure while leasing: unreachable or timed out with an expired lease is
-    /// `lease_expired`; the rest as the KMS error says.
-    fn lease_error(e: KmsError) -> ApiError {
+    /// Maps a KMS failure while leasing. Unreachable or timed out: `lease_expired` if the
+    /// tenant had a lease that ran out during the outage, otherwise (never leased since
+    /// this instance started) the KMS error itself (`kms_unreachable` / `kms_timeout`).
+    fn lease_error(&self, t: &TenantLeases, e: KmsError) -> ApiError {
+        let had_lease = t
+            .state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_success
+            .is_some();
         match e {
-            KmsError::Unreachable(_) | KmsError::Timeout => ApiError::lease_expired(),
+            KmsError::Unreachable(_) | KmsError::Timeout if had_lease => ApiError::lease_expired(),
             other => other.into(),
         }
     }
@@ -197,7 +204,7 @@ impl LeaseManager {
             }
         }
         let lease = self.new_lease(&t, tenant, config, wrap).await;
-        lease.map_err(Self::lease_error)
+        lease.map_err(|e| self.lease_error(&t, e))
     }
 
     async fn new_lease<F, Fut>(
@@ -292,10 +299,10 @@ impl LeaseManager {
                 }
                 Ok(key)
             }
-            Err(e) => {
-                self.on_error(&t, &e);
-                Err(Self::lease_error(e))
-            }
+            // A refusal here concerns this one leased key (e.g. an EDEK naming a key
+            // version the ES may not use): it fails this unwrap only. Dropping the
+            // tenant's lease is for renewals, which ask about the tenant's current key.
+            Err(e) => Err(self.lease_error(&t, e)),
         };
         drop(guard);
         t.flights

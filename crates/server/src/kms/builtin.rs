@@ -249,6 +249,16 @@ impl BuiltinKms {
         }
         let version =
             u32::from_be_bytes([ciphertext[0], ciphertext[1], ciphertext[2], ciphertext[3]]);
+        // A version this key never had means a tampered or forged ciphertext, not a refusal:
+        // answering `Denied` would turn a bad EDEK into `kms_denied` (and drop a leasing
+        // tenant's leases).
+        let versions = self
+            .store
+            .builtin_keys(&key.tenant, &key.config)
+            .map_err(|e| KmsError::Other(e.to_string()))?;
+        if !versions.is_empty() && !versions.iter().any(|k| k.version == version) {
+            return Err(KmsError::InvalidCiphertext);
+        }
         let key = KeyRef {
             version: Some(version),
             ..key.clone()
