@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: formatting, lints, no_std builds, the Rust test suites
 # (including the HPKE interop test against pyhpke in the project venv), the supply-chain
-# policy, the fuzz smoke run and a compile check of the benchmarks.
+# policy, the fuzz smoke run, a compile check of the benchmarks and Schemathesis against a
+# running server (schemathesis from the project venv).
 #
 # Needs what .ci/run installs (cargo-deny, cargo-fuzz, the nightly toolchain); a step whose
 # tool is missing fails with a message saying how to install it.
@@ -40,6 +41,9 @@ cargo bench --workspace --locked --no-run
 step "fuzz smoke run"
 need fuzz "cargo install cargo-fuzz --locked"
 bash scripts/fuzz-smoke.sh
+
+step "schemathesis: the running server against its OpenAPI document"
+bash scripts/schemathesis.sh
 
 step "tests"
 cargo test --workspace --locked

@@ -85,6 +85,24 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 #[derive(Debug, Clone)]
 pub struct B64(pub Vec<u8>);
 
+/// In the OpenAPI document: the shared `Base64` schema, a `format: byte` string.
+impl utoipa::PartialSchema for B64 {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Byte)))
+            .description(Some("Bytes as base64 (standard alphabet, padded)."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for B64 {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Base64")
+    }
+}
+
 impl<'de> Deserialize<'de> for B64 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -100,11 +118,13 @@ pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// The request metadata of every key operation (API.md "Request metadata").
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+/// The request metadata of every key operation (API.md "Request metadata"). At most 4 KiB
+/// serialized; copied into the audit event.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Metadata {
     /// Who asks (user or service). Required.
+    #[schema(min_length = 1)]
     pub requesting_id: String,
     /// Classification of the data.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,8 @@
 //! The HTTP face of the service: `app(state)` for the API listener and `admin_app(state)`
 //! for health, readiness and metrics. Handlers are thin: authenticate, parse, check scope,
-//! call the [`Service`], map the result.
+//! call the [`Service`], map the result. Their `#[utoipa::path]` annotations and the request
+//! and answer types below make the OpenAPI document ([`openapi`]) that the API listener
+//! serves at `GET /openapi.json`.
 
 pub mod extract;
 pub mod openapi;
@@ -747,6 +749,15 @@ pub fn app(state: AppState) -> Router {
                 status: 404,
                 code: "not_found",
                 message: "no such route".into(),
+                retry_after: None,
+            }
+        })
+        // Keeps the error shape on a known route with another method; axum adds `Allow`.
+        .method_not_allowed_fallback(|| async {
+            ApiError {
+                status: 405,
+                code: "method_not_allowed",
+                message: "method not allowed on this route".into(),
                 retry_after: None,
             }
         })
