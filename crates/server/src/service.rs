@@ -775,6 +775,31 @@ impl Service {
         }
     }
 
+    /// Records a request refused before it reached the service (scope, rate limit): denied
+    /// attempts are audit events too. A sink failure here is logged; the request is refused
+    /// anyway.
+    pub fn audit_rejected(
+        &self,
+        p: &Principal,
+        tenant: &str,
+        action: &str,
+        err: &ApiError,
+        metadata: &Value,
+    ) {
+        if let Err(e) = self.audit(
+            p,
+            tenant,
+            action,
+            Err(err),
+            Trace::default(),
+            None,
+            metadata,
+            None,
+        ) {
+            tracing::error!(error = %e.message, "could not record a refused request");
+        }
+    }
+
     // ---- audit -------------------------------------------------------------------------
 
     #[allow(clippy::too_many_arguments)]

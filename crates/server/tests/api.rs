@@ -1371,3 +1371,62 @@ async fn audit_records_failures_and_denials_with_the_principal() {
     }
     assert!(!text.contains(&edek), "the audit log holds no EDEK");
 }
+
+/// Requests refused at the edge (tenant or operation out of scope) are audit events too,
+/// attributed to the key, with the request metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_before_the_service_are_audited() {
+    let h = Harness::start().await;
+    h.tenant("acme", TenantMode::Leasing);
+    let (key_id, scoped) = h.key_full("scoped", Some(&["acme"]), &["wrap"], None);
+    let body = |tenant: &str, rid: &str| json!({ "tenant_id": tenant, "metadata": { "requesting_id": "u", "request_id": rid } });
+    let r = h
+        .post(WRAP, Some(&scoped), &body("other", "r-tenant"))
+        .await;
+    h.expect_error(&r, 403, "tenant_forbidden");
+    let r = h
+        .post(
+            UNWRAP,
+            Some(&scoped),
+            &json!({ "tenant_id": "acme", "edek": "AAAA", "metadata": { "requesting_id": "u", "request_id": "r-op" } }),
+        )
+        .await;
+    h.expect_error(&r, 403, "operation_forbidden");
+    let ev = h.events();
+    for (rid, action, code, tenant) in [
+        ("r-tenant", "wrap", "tenant_forbidden", "other"),
+        ("r-op", "unwrap", "operation_forbidden", "acme"),
+    ] {
+        let e = ev
+            .iter()
+            .find(|e| e.metadata["request_id"] == rid)
+            .unwrap_or_else(|| panic!("no event for {rid}"));
+        assert_eq!(
+            (e.principal.as_str(), e.action.as_str(), e.outcome),
+            (key_id.as_str(), action, "failure")
+        );
+        assert_eq!(
+            (e.code.as_deref(), e.tenant_id.as_str()),
+            (Some(code), tenant)
+        );
+    }
+}
+
+#[test]
+fn a_batch_larger_than_the_rate_passes_once_then_pays_its_debt() {
+    use keystead_server::auth::Principal;
+    use keystead_server::http::RateLimiter;
+    let limiter = RateLimiter::new(10.0, 0.0);
+    let p = Principal {
+        key_id: "k".into(),
+        name: "k".into(),
+        tenants: None,
+        ops: Default::default(),
+    };
+    // A full bucket lets a 100-item batch through even though the rate is 10/s ...
+    assert!(limiter.check(&p, "t", 100).is_ok());
+    // ... and the debt refuses what follows, with a Retry-After that covers it.
+    let e = limiter.check(&p, "t", 1).unwrap_err();
+    assert_eq!(e.code, "rate_limited");
+    assert!(e.retry_after.unwrap() >= 9, "{:?}", e.retry_after);
+}

@@ -86,7 +86,10 @@ impl RateLimiter {
         let (tokens, at) = b.entry(key).or_insert((rate, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate);
         *at = now;
-        if *tokens >= cost {
+        // A request costing more than a full bucket (a large batch under a low limit) is let
+        // through when the bucket is full and leaves a debt, so it is possible at all and
+        // later requests pay for it.
+        if *tokens >= cost || *tokens >= rate {
             *tokens -= cost;
             Ok(())
         } else {
@@ -103,22 +106,26 @@ impl RateLimiter {
     }
 }
 
-/// Authenticates, then checks tenant and operation scope before anything touches the tenant.
+/// Checks tenant and operation scope (before anything touches the tenant) and the rate
+/// limits. Refusals are audit events too, with the principal and the request metadata.
 fn admit(
     s: &AppState,
-    headers: &HeaderMap,
+    p: &Principal,
     tenant: &str,
     op: &str,
+    action: &str,
     cost: usize,
-) -> Result<Principal, ApiError> {
-    let p = authenticate(
-        s.service.store().as_ref(),
-        headers.get("authorization").and_then(|v| v.to_str().ok()),
-    )?;
+    metadata: &Metadata,
+) -> Result<(), ApiError> {
     check_id("tenant_id", tenant)?;
-    p.authorize(tenant, op)?;
-    s.limiter.check(&p, tenant, cost)?;
-    Ok(p)
+    let res = p
+        .authorize(tenant, op)
+        .and_then(|()| s.limiter.check(p, tenant, cost));
+    if let Err(e) = &res {
+        let md = serde_json::to_value(metadata).unwrap_or(Value::Null);
+        s.service.audit_rejected(p, tenant, action, e, &md);
+    }
+    res
 }
 
 /// Reads the body up to the API's limit; anything larger is `400 bad_request`.
@@ -128,12 +135,11 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
         .map_err(|_| ApiError::bad_request("request body exceeds 1 MiB or could not be read"))
 }
 
-fn auth_first(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+fn auth_first(s: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     authenticate(
         s.service.store().as_ref(),
         headers.get("authorization").and_then(|v| v.to_str().ok()),
     )
-    .map(|_| ())
 }
 
 // ---- request bodies (their schemas are the OpenAPI request bodies) ----------------------
@@ -352,10 +358,10 @@ async fn wrap(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    auth_first(&s, &headers)?;
+    let p = auth_first(&s, &headers)?;
     let body = read_body(body).await?;
     let req: WrapReq = parse_json(&body)?;
-    let p = admit(&s, &headers, &req.tenant_id, "wrap", 1)?;
+    admit(&s, &p, &req.tenant_id, "wrap", "wrap", 1, &req.metadata)?;
     let md = req.metadata.validate()?;
     let w = s.service.wrap(&p, &req.tenant_id, &md).await?;
     Ok(Json(WrapResp::new(&w)).into_response())
@@ -391,10 +397,10 @@ async fn unwrap(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    auth_first(&s, &headers)?;
+    let p = auth_first(&s, &headers)?;
     let body = read_body(body).await?;
     let req: EdekReq = parse_json(&body)?;
-    let p = admit(&s, &headers, &req.tenant_id, "unwrap", 1)?;
+    admit(&s, &p, &req.tenant_id, "unwrap", "unwrap", 1, &req.metadata)?;
     let md = req.metadata.validate()?;
     let dek = s
         .service
@@ -434,7 +440,7 @@ async fn batch_wrap(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    auth_first(&s, &headers)?;
+    let p = auth_first(&s, &headers)?;
     let body = read_body(body).await?;
     let req: BatchWrapReq = parse_json(&body)?;
     if req.ids.is_empty() || req.ids.len() > MAX_BATCH {
@@ -449,7 +455,15 @@ async fn batch_wrap(
             return Err(ApiError::bad_request(format!("duplicate id `{id}`")));
         }
     }
-    let p = admit(&s, &headers, &req.tenant_id, "batch", req.ids.len())?;
+    admit(
+        &s,
+        &p,
+        &req.tenant_id,
+        "batch",
+        "batch_wrap",
+        req.ids.len(),
+        &req.metadata,
+    )?;
     let md = req.metadata.validate()?;
     let (ok, failed) = s
         .service
@@ -493,7 +507,7 @@ async fn batch_unwrap(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    auth_first(&s, &headers)?;
+    let p = auth_first(&s, &headers)?;
     let body = read_body(body).await?;
     let req: BatchUnwrapReq = parse_json(&body)?;
     if req.edeks.is_empty() || req.edeks.len() > MAX_BATCH {
@@ -504,7 +518,15 @@ async fn batch_unwrap(
     for id in req.edeks.keys() {
         check_id("id", id)?;
     }
-    let p = admit(&s, &headers, &req.tenant_id, "batch", req.edeks.len())?;
+    admit(
+        &s,
+        &p,
+        &req.tenant_id,
+        "batch",
+        "batch_unwrap",
+        req.edeks.len(),
+        &req.metadata,
+    )?;
     let md = req.metadata.validate()?;
     let edeks = req.edeks.into_iter().map(|(k, v)| (k, v.0)).collect();
     let (ok, failed) = s
@@ -563,10 +585,10 @@ async fn rekey(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    auth_first(&s, &headers)?;
+    let p = auth_first(&s, &headers)?;
     let body = read_body(body).await?;
     let req: EdekReq = parse_json(&body)?;
-    let p = admit(&s, &headers, &req.tenant_id, "rekey", 1)?;
+    admit(&s, &p, &req.tenant_id, "rekey", "rekey", 1, &req.metadata)?;
     let md = req.metadata.validate()?;
     let edek = s
         .service
@@ -614,7 +636,7 @@ async fn events(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    auth_first(&s, &headers)?;
+    let p = auth_first(&s, &headers)?;
     let body = read_body(body).await?;
     let req: EventReq = parse_json(&body)?;
     let name = req
@@ -634,7 +656,15 @@ async fn events(
     {
         return Err(ApiError::bad_request("event exceeds 4 KiB"));
     }
-    let p = admit(&s, &headers, &req.tenant_id, "events", 1)?;
+    admit(
+        &s,
+        &p,
+        &req.tenant_id,
+        "events",
+        "app_event",
+        1,
+        &req.metadata,
+    )?;
     let md = req.metadata.validate()?;
     s.service.app_event(&p, &req.tenant_id, &req.event, &md)?;
     Ok(StatusCode::NO_CONTENT.into_response())
