@@ -53,4 +53,4 @@ run unwrap "$work/unwrap.json" /v1/keys/unwrap "$conns"
 run "batch-unwrap (1000 EDEKs per request)" "$work/batch.json" /v1/keys/batch-unwrap 4
 echo
 echo "== server-side latency histogram (admin /metrics)"
-curl -sf "http://127.0.0.1:$admin/metrics" | grep -E 'request_duration_seconds_(bucket|count|sum)\{route="/v1/keys/(wrap|unwrap)"' | grep -E 'le="(0.0001|0.00025|0.0005|0.001)"|_sum|_count'
+curl -sf "http://127.0.0.1:$admin/metrics" | grep -E 'request_duration_seconds_(bucket|count|sum)\{route="/v1/keys/(wrap|unwrap)"' | grep -E 'le="(0.00001|0.000025|0.00005|0.0001|0.00025)"|_sum|_count'
