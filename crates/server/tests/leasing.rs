@@ -569,3 +569,41 @@ async fn refused_unwrap_of_one_key_does_not_drop_the_lease() {
     world.fake.set(Behavior::Unreachable);
     assert_code(quick(c.wrap()).await, 503, "kms_unreachable");
 }
+
+/// The per-KMS-config concurrency limit: when every slot is taken and none frees up within
+/// the queue wait, the request answers `429 rate_limited` instead of piling up.
+#[tokio::test]
+async fn kms_concurrency_limit_answers_429() {
+    let world = World::new(TenantMode::Remote, 3600, 600);
+    let opts = ServiceOptions {
+        instance: "es-limited".into(),
+        retry: RetryPolicy {
+            timeout: Duration::from_secs(2),
+            attempts: 1,
+            backoff: Duration::from_millis(10),
+        },
+        kms_concurrency: 1,
+        kms_queue_wait: Duration::from_millis(50),
+        ..ServiceOptions::default()
+    };
+    let service = Arc::new(Service::new(
+        world.store.clone(),
+        world.builtin.clone(),
+        Arc::new(MemorySink::default()),
+        Arc::new(Metrics::default()),
+        world.clock.clone(),
+        opts,
+    ));
+    service.set_kms_override(TENANT, CONFIG, world.fake.clone());
+    // Warm the key-version cache so each wrap is exactly one KMS call.
+    service.wrap(&principal(), TENANT, &meta()).await.unwrap();
+    world.fake.set(Behavior::Slow(Duration::from_millis(400)));
+    let (p, md) = (principal(), meta());
+    let (a, b) = tokio::join!(service.wrap(&p, TENANT, &md), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        service.wrap(&p, TENANT, &md).await
+    });
+    assert!(a.is_ok());
+    let e = assert_code(b, 429, "rate_limited");
+    assert!(e.retry_after.is_some());
+}
