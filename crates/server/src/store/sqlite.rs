@@ -526,7 +526,7 @@ mod tests {
             .lock()
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(n as usize, MIGRATIONS.len());
+        assert_eq!(usize::try_from(n).unwrap(), MIGRATIONS.len());
         drop(again);
         std::fs::remove_dir_all(&dir).unwrap();
     }
