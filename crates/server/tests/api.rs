@@ -1430,3 +1430,44 @@ fn a_batch_larger_than_the_rate_passes_once_then_pays_its_debt() {
     assert_eq!(e.code, "rate_limited");
     assert!(e.retry_after.unwrap() >= 9, "{:?}", e.retry_after);
 }
+
+/// `503 audit_unavailable`: a key operation whose audit event cannot be recorded fails
+/// closed, and returns no key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_sink_failure_fails_closed() {
+    let h = Harness::start().await;
+    h.tenant("acme", TenantMode::Leasing);
+    let (_, key) = h.key("svc", None);
+    let (_, edek) = h.wrap(&key, "acme").await;
+    h.audit_fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = h.post(WRAP, Some(&key), &body_for(WRAP, "acme", "")).await;
+    h.expect_error(&r, 503, "audit_unavailable");
+    assert!(r.header("retry-after").is_some());
+    let r = h
+        .post(UNWRAP, Some(&key), &body_for(UNWRAP, "acme", &edek))
+        .await;
+    h.expect_error(&r, 503, "audit_unavailable");
+    h.audit_fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = h
+        .post(UNWRAP, Some(&key), &body_for(UNWRAP, "acme", &edek))
+        .await;
+    assert_eq!(r.status, 200);
+}
+
+/// `500 internal`: a storage failure is a generic error with a correlation id only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_failure_is_internal_with_a_correlation_id() {
+    let h = Harness::start().await;
+    h.tenant("acme", TenantMode::Leasing);
+    let (_, key) = h.key("svc", None);
+    h.store
+        .fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = h.post(WRAP, Some(&key), &body_for(WRAP, "acme", "")).await;
+    h.expect_error(&r, 500, "internal");
+    let msg = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(msg.contains("correlation id"), "{msg}");
+    assert!(!msg.contains("disk I/O"), "5xx bodies are generic: {msg}");
+}

@@ -47,6 +47,8 @@ pub fn md() -> Value {
 pub struct CountingStore {
     inner: Arc<dyn Store>,
     tenant_calls: AtomicU64,
+    /// When set, `tenant()` fails as a broken database would.
+    pub fail: std::sync::atomic::AtomicBool,
 }
 
 impl CountingStore {
@@ -55,6 +57,7 @@ impl CountingStore {
         Self {
             inner,
             tenant_calls: AtomicU64::new(0),
+            fail: std::sync::atomic::AtomicBool::new(false),
         }
     }
     /// `tenant()` calls so far.
@@ -66,6 +69,11 @@ impl CountingStore {
 impl Store for CountingStore {
     fn tenant(&self, id: &str) -> StoreResult<Option<Tenant>> {
         self.tenant_calls.fetch_add(1, Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(keystead_server::store::StoreError::Db(
+                "disk I/O error (test)".into(),
+            ));
+        }
         self.inner.tenant(id)
     }
     fn tenants(&self) -> StoreResult<Vec<Tenant>> {
@@ -110,10 +118,14 @@ impl Store for CountingStore {
 struct TeeSink {
     mem: Arc<MemorySink>,
     file: Option<JsonLinesSink>,
+    fail: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AuditSink for TeeSink {
     fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(AuditError("sink down (test)".into()));
+        }
         self.mem.record(event)?;
         if let Some(f) = &self.file {
             f.record(event)?;
@@ -199,6 +211,8 @@ pub struct Harness {
     pub http: reqwest::Client,
     /// Every DEK the API returned so far.
     pub deks: Mutex<Vec<Vec<u8>>>,
+    /// When set, the audit sink fails (fail-closed behaviour).
+    pub audit_fail: Arc<std::sync::atomic::AtomicBool>,
     sink: Arc<dyn AuditSink>,
     opts: Opts,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -239,9 +253,11 @@ impl Harness {
         let file = opts
             .jsonl_audit
             .then(|| JsonLinesSink::open(&dir.join("audit.jsonl")).expect("audit file"));
+        let audit_fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sink: Arc<dyn AuditSink> = Arc::new(TeeSink {
             mem: audit.clone(),
             file,
+            fail: audit_fail.clone(),
         });
         let clock = Arc::new(ManualClock::default());
         let service = Self::make_service(&store, &builtin, &sink, &clock, &opts);
@@ -268,6 +284,7 @@ impl Harness {
             admin,
             http,
             deks: Mutex::new(Vec::new()),
+            audit_fail,
             sink,
             opts,
             tasks: Mutex::new(vec![t1, t2]),
