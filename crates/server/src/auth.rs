@@ -156,8 +156,9 @@ mod tests {
             "operation_forbidden"
         );
         let mut wrong = k.secret.to_string();
-        wrong.pop();
-        wrong.push('A');
+        // Change the last character (to one it is not), so the secret is surely wrong.
+        let last = wrong.pop().unwrap();
+        wrong.push(if last == 'A' { 'B' } else { 'A' });
         for h in [
             None,
             Some("Basic x".to_owned()),

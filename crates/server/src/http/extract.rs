@@ -1,7 +1,7 @@
 //! Request parsing at the edge: body size limit, JSON with duplicate keys rejected anywhere,
 //! unknown fields rejected, base64 and id limits, and the request metadata.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine as _;
@@ -20,64 +20,119 @@ pub const MAX_ID: usize = 256;
 /// Most items in a batch.
 pub const MAX_BATCH: usize = 1000;
 
-/// Walks any JSON value and fails on an object with a repeated key.
-struct NoDuplicates;
+/// Builds a JSON value like `serde_json::Value` does, but fails on an object with a
+/// repeated key (serde_json keeps the last one silently).
+struct StrictValueVisitor;
 
-impl<'de> Deserialize<'de> for NoDuplicates {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NoDupVisitor)
-    }
-}
-
-struct NoDupVisitor;
-
-impl<'de> Visitor<'de> for NoDupVisitor {
-    type Value = NoDuplicates;
+impl<'de> Visitor<'de> for StrictValueVisitor {
+    type Value = Value;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<NoDuplicates, E> {
-        Ok(NoDuplicates)
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
     }
-    fn visit_i64<E>(self, _: i64) -> Result<NoDuplicates, E> {
-        Ok(NoDuplicates)
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
     }
-    fn visit_u64<E>(self, _: u64) -> Result<NoDuplicates, E> {
-        Ok(NoDuplicates)
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<NoDuplicates, E> {
-        Ok(NoDuplicates)
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
     }
-    fn visit_str<E>(self, _: &str) -> Result<NoDuplicates, E> {
-        Ok(NoDuplicates)
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
     }
-    fn visit_unit<E>(self) -> Result<NoDuplicates, E> {
-        Ok(NoDuplicates)
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NoDuplicates, A::Error> {
-        while seq.next_element::<NoDuplicates>()?.is_some() {}
-        Ok(NoDuplicates)
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NoDuplicates, A::Error> {
-        let mut seen = HashSet::new();
-        while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if !seen.insert(k.to_string()) {
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        strict_value(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let StrictValue(v) = map.next_value()?;
+            if out.contains_key(&k) {
                 return Err(de::Error::custom(format!("duplicate key `{k}`")));
             }
-            map.next_value::<NoDuplicates>()?;
+            out.insert(k, v);
         }
-        Ok(NoDuplicates)
+        Ok(Value::Object(out))
     }
 }
 
-/// Parses a JSON body into `T`: duplicate keys anywhere and unknown fields (per `T`'s
-/// `deny_unknown_fields`) are `400 bad_request`.
+struct StrictValue(Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictValueVisitor).map(StrictValue)
+    }
+}
+
+/// `deserialize_with` for free-form JSON fields: any value, duplicate keys rejected at
+/// every depth.
+pub fn strict_value<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+    d.deserialize_any(StrictValueVisitor)
+}
+
+/// `deserialize_with` for string-keyed maps: a repeated key is an error.
+pub fn unique_map<'de, D, V>(d: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Vis<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> Visitor<'de> for Vis<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((k, v)) = map.next_entry::<String, V>()? {
+                if out.contains_key(&k) {
+                    return Err(de::Error::custom(format!("duplicate key `{k}`")));
+                }
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Vis(std::marker::PhantomData))
+}
+
+/// [`unique_map`] for an optional field (use with `#[serde(default)]`).
+pub fn unique_map_opt<'de, D, V>(d: D) -> Result<Option<BTreeMap<String, V>>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    unique_map(d).map(Some)
+}
+
+/// Parses a JSON body into `T` in one pass: unknown fields (per `T`'s
+/// `deny_unknown_fields`) and repeated keys are `400 bad_request`. Repeated struct fields are
+/// refused by serde's derive; maps and free-form values must use [`unique_map`] /
+/// [`strict_value`] so that no object anywhere accepts a repeated key.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.len() > MAX_BODY {
         return Err(ApiError::bad_request("request body exceeds 1 MiB"));
     }
-    serde_json::from_slice::<NoDuplicates>(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))
 }
 
@@ -139,7 +194,11 @@ pub struct Metadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// Free string map, copied into the event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "unique_map_opt"
+    )]
     pub custom: Option<BTreeMap<String, String>>,
 }
 
@@ -183,7 +242,10 @@ mod tests {
     #[allow(dead_code)]
     struct R {
         a: u32,
-        m: Option<Value>,
+        #[serde(default, deserialize_with = "strict_value")]
+        m: Value,
+        #[serde(default, deserialize_with = "unique_map_opt")]
+        u: Option<BTreeMap<String, u32>>,
     }
 
     #[test]
@@ -214,6 +276,13 @@ mod tests {
             "bad_request"
         );
         assert_eq!(parse_json::<R>(b"{").unwrap_err().code, "bad_request");
+        assert_eq!(
+            parse_json::<R>(br#"{"a":1,"u":{"k":1,"k":2}}"#)
+                .unwrap_err()
+                .code,
+            "bad_request"
+        );
+        assert!(parse_json::<R>(br#"{"a":1,"u":{"k":1,"l":2},"m":[1,{"x":null}]}"#).is_ok());
     }
 
     #[test]

@@ -190,6 +190,7 @@ struct BatchUnwrapReq {
     /// 1 to 1000 EDEKs by id (1 to 256 bytes each, no control characters); the answer is
     /// keyed by the same ids.
     #[schema(schema_with = openapi::edeks_schema)]
+    #[serde(deserialize_with = "extract::unique_map")]
     edeks: BTreeMap<String, B64>,
     metadata: Metadata,
 }
@@ -203,6 +204,7 @@ struct EventReq {
     tenant_id: String,
     /// The application event: an object of at most 4 KiB with a `name`.
     #[schema(schema_with = openapi::event_schema)]
+    #[serde(deserialize_with = "extract::strict_value")]
     event: Value,
     metadata: Metadata,
 }
