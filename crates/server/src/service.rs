@@ -74,6 +74,9 @@ pub struct Service {
     clock: Arc<dyn Clock>,
 }
 
+/// Configs (and their KMS) resolved during one batch, by config id.
+type ConfigCache = Mutex<HashMap<String, (Arc<KmsConfig>, Arc<dyn Kms>)>>;
+
 /// What a key operation touched, for its audit event.
 #[derive(Default)]
 struct Trace {
@@ -135,13 +138,14 @@ impl Service {
     }
 
     fn kms_for(&self, config: &KmsConfig) -> Result<Arc<dyn Kms>, ApiError> {
-        if let Some(k) = self
-            .overrides
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(config.tenant.clone(), config.id.clone()))
         {
-            return Ok(k.clone());
+            let overrides = self.overrides.read().unwrap_or_else(|p| p.into_inner());
+            // The map is empty outside tests: skip building a lookup key on the hot path.
+            if !overrides.is_empty()
+                && let Some(k) = overrides.get(&(config.tenant.clone(), config.id.clone()))
+            {
+                return Ok(k.clone());
+            }
         }
         match config.provider.as_str() {
             "builtin" => Ok(self.builtin.clone()),
@@ -465,25 +469,56 @@ impl Service {
         edek: &[u8],
         trace: &mut Trace,
     ) -> Result<Dek, ApiError> {
+        self.unwrap_with(t, edek, trace, None).await
+    }
+
+    /// [`Self::unwrap_for`] with an optional per-batch cache of configs and their KMS, so a
+    /// batch resolves each config once instead of once per EDEK.
+    async fn unwrap_with(
+        &self,
+        t: &Tenant,
+        edek: &[u8],
+        trace: &mut Trace,
+        configs: Option<&ConfigCache>,
+    ) -> Result<Dek, ApiError> {
         let edek = Edek::parse(edek)?;
         if edek.tenant().as_str() != t.id {
             return Err(ApiError::edek_invalid(
                 "the EDEK is not valid for this tenant",
             ));
         }
-        let config = self
-            .config(&t.id, edek.config_id().as_str())?
-            .ok_or_else(|| ApiError::edek_invalid("the EDEK is not valid for this tenant"))?;
-        let kms = self.kms_for(&config)?;
-        trace.kms = Some(KmsInfo {
-            provider: kms.provider().into(),
-            config_id: config.id.clone(),
-            key_version: Some(edek.key_version().0),
+        let cached = configs.and_then(|c| {
+            c.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(edek.config_id().as_str())
+                .cloned()
         });
+        let (config, kms) = match cached {
+            Some(hit) => hit,
+            None => {
+                let config = Arc::new(self.config(&t.id, edek.config_id().as_str())?.ok_or_else(
+                    || ApiError::edek_invalid("the EDEK is not valid for this tenant"),
+                )?);
+                let kms = self.kms_for(&config)?;
+                if let Some(c) = configs {
+                    c.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(config.id.clone(), (config.clone(), kms.clone()));
+                }
+                (config, kms)
+            }
+        };
+        if trace.kms.is_none() {
+            trace.kms = Some(KmsInfo {
+                provider: kms.provider().into(),
+                config_id: config.id.clone(),
+                key_version: Some(edek.key_version().0),
+            });
+        }
         if config.state == ConfigState::Retired {
             return Err(ApiError::key_retired());
         }
-        let key_ref = KeyRef {
+        let key_ref = || KeyRef {
             tenant: t.id.clone(),
             config: config.id.clone(),
             version: Some(edek.key_version().0),
@@ -494,11 +529,14 @@ impl Service {
                 else {
                     return Err(ApiError::edek_invalid("malformed leased EDEK"));
                 };
-                let ctx = leased_key_context(&t.id, &config.id, &id);
-                let unwrap_key = || {
+                // Built only on a cache miss: the hit path allocates nothing here.
+                let unwrap_key = || async {
+                    let key_ref = key_ref();
+                    let ctx = leased_key_context(&t.id, &config.id, &id);
                     self.kms_call(&*kms, &t.id, &config.id, || {
                         kms.unwrap(&key_ref, wrapped, &ctx)
                     })
+                    .await
                 };
                 let key = if t.mode == TenantMode::Leasing {
                     self.leases
@@ -519,6 +557,7 @@ impl Service {
                     .kms_ciphertext()
                     .ok_or_else(|| ApiError::edek_invalid("malformed remote EDEK"))?;
                 let header = edek.header().as_bytes();
+                let key_ref = key_ref();
                 let secret = self
                     .kms_call(&*kms, &t.id, &config.id, || {
                         kms.unwrap(&key_ref, ct, header)
@@ -593,12 +632,14 @@ impl Service {
         let count = edeks.len();
         let res = async {
             let t = self.resolve_tenant(p, tenant)?;
+            let configs = ConfigCache::default();
             let results = self
                 .fan_out(edeks.into_iter(), |(id, bytes)| {
                     let t = &t;
+                    let configs = &configs;
                     async move {
                         let mut tr = Trace::default();
-                        let r = self.unwrap_for(t, &bytes, &mut tr).await;
+                        let r = self.unwrap_with(t, &bytes, &mut tr, Some(configs)).await;
                         (id, r, tr)
                     }
                 })
