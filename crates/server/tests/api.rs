@@ -1471,3 +1471,40 @@ async fn storage_failure_is_internal_with_a_correlation_id() {
     assert!(msg.contains("correlation id"), "{msg}");
     assert!(!msg.contains("disk I/O"), "5xx bodies are generic: {msg}");
 }
+
+/// `503 lease_expired` over the socket: a leasing tenant keeps serving from its lease while
+/// the KMS is unreachable, and fails closed once the lease (1 h for harness tenants) has run
+/// out since the last successful KMS call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_runs_out_during_an_outage() {
+    let h = Harness::start_with(Opts {
+        retry: RetryPolicy {
+            timeout: Duration::from_millis(150),
+            attempts: 1,
+            backoff: Duration::from_millis(5),
+        },
+        ..Opts::default()
+    })
+    .await;
+    h.tenant("lease-co", TenantMode::Leasing);
+    let fake = Arc::new(FakeKms::new());
+    h.service
+        .set_kms_override("lease-co", "builtin-1", fake.clone() as Arc<dyn Kms>);
+    let (_, key) = h.key("svc", None);
+    let (_, edek) = h.wrap(&key, "lease-co").await;
+    fake.set(Behavior::Unreachable);
+    h.clock.advance(Duration::from_secs(1800));
+    let r = h
+        .post(UNWRAP, Some(&key), &body_for(UNWRAP, "lease-co", &edek))
+        .await;
+    assert_eq!(r.status, 200, "still inside the lease");
+    h.clock.advance(Duration::from_secs(1801));
+    h.service.renew_due_leases().await;
+    for route in [WRAP, UNWRAP] {
+        let r = h
+            .post(route, Some(&key), &body_for(route, "lease-co", &edek))
+            .await;
+        h.expect_error(&r, 503, "lease_expired");
+        assert!(r.header("retry-after").is_some());
+    }
+}
