@@ -580,12 +580,10 @@ impl Service {
         tenant: &str,
         ids: &[String],
         metadata: &Value,
-    ) -> Result<(Vec<(String, WrappedDek)>, Vec<(String, ApiError)>), ApiError> {
+    ) -> Result<BatchResults<WrappedDek>, ApiError> {
         let mut trace = Trace::default();
         let res = async {
             let t = self.resolve_tenant(p, tenant)?;
-            let mut ok = Vec::with_capacity(ids.len());
-            let mut failed = Vec::new();
             let results = self
                 .fan_out(ids.iter().cloned(), |id| {
                     let t = &t;
@@ -595,16 +593,7 @@ impl Service {
                     }
                 })
                 .await;
-            for (id, r, tr) in results {
-                if trace.kms.is_none() {
-                    trace.kms = tr.kms;
-                }
-                match r {
-                    Ok(w) => ok.push((id, w)),
-                    Err(e) => failed.push((id, e)),
-                }
-            }
-            Ok((ok, failed))
+            Ok(split_results(results, &mut trace))
         }
         .await;
         self.audit(
@@ -627,7 +616,7 @@ impl Service {
         tenant: &str,
         edeks: Vec<(String, Vec<u8>)>,
         metadata: &Value,
-    ) -> Result<(Vec<(String, Dek)>, Vec<(String, ApiError)>), ApiError> {
+    ) -> Result<BatchResults<Dek>, ApiError> {
         let mut trace = Trace::default();
         let count = edeks.len();
         let res = async {
@@ -644,18 +633,7 @@ impl Service {
                     }
                 })
                 .await;
-            let mut ok = Vec::with_capacity(results.len());
-            let mut failed = Vec::new();
-            for (id, r, tr) in results {
-                if trace.kms.is_none() {
-                    trace.kms = tr.kms;
-                }
-                match r {
-                    Ok(d) => ok.push((id, d)),
-                    Err(e) => failed.push((id, e)),
-                }
-            }
-            Ok((ok, failed))
+            Ok(split_results(results, &mut trace))
         }
         .await;
         self.audit(
@@ -879,6 +857,29 @@ impl Service {
             ApiError::audit_unavailable()
         })
     }
+}
+
+/// A batch's successes and failures, by item id.
+pub type BatchResults<T> = (Vec<(String, T)>, Vec<(String, ApiError)>);
+
+/// Splits per-item batch results into successes and failures, keeping the first item's KMS
+/// details for the batch's audit event.
+fn split_results<T>(
+    results: Vec<(String, Result<T, ApiError>, Trace)>,
+    trace: &mut Trace,
+) -> BatchResults<T> {
+    let mut ok = Vec::with_capacity(results.len());
+    let mut failed = Vec::new();
+    for (id, r, tr) in results {
+        if trace.kms.is_none() {
+            trace.kms = tr.kms;
+        }
+        match r {
+            Ok(v) => ok.push((id, v)),
+            Err(e) => failed.push((id, e)),
+        }
+    }
+    (ok, failed)
 }
 
 fn internal(e: &dyn std::fmt::Display) -> ApiError {
