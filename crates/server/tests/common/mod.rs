@@ -267,6 +267,9 @@ impl Harness {
         };
         let (api, t1) = serve(app(state.clone())).await;
         let (admin, t2) = serve(admin_app(state)).await;
+        // With the whole workspace built together, reqwest's `rustls-no-provider` feature
+        // (from the client SDK) is on: give it a process-wide provider (first call wins).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(20))
