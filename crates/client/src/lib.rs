@@ -36,7 +36,7 @@ pub enum Error {
     /// The Encryption Service answered with an error (shared/API.md "Errors").
     #[error("{status} {code}: {message}")]
     Api {
-        /// HTTP status.
+        /// HTTP status; 0 for one item's failure inside a successful batch answer.
         status: u16,
         /// Stable code, e.g. `kms_denied`.
         code: String,
@@ -445,6 +445,151 @@ impl Client {
         })
     }
 
+    /// Encrypts many documents of one tenant with one `batch-wrap` call per 1000 documents.
+    /// Results are per document, in input order: one failure does not fail the others.
+    pub async fn encrypt_batch(
+        &self,
+        md: &Metadata,
+        docs: &[Document],
+    ) -> Result<Vec<Result<EncryptedDocument, Error>>, Error> {
+        let Some(first) = docs.first() else {
+            return Ok(Vec::new());
+        };
+        if docs.iter().any(|d| d.tenant != first.tenant) {
+            return Err(Error::Config(
+                "a batch holds documents of one tenant".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if !docs.iter().all(|d| seen.insert(d.id.as_str())) {
+            return Err(Error::Config(
+                "document ids in a batch must be unique".into(),
+            ));
+        }
+        let mut out = Vec::with_capacity(docs.len());
+        for chunk in docs.chunks(BATCH_MAX) {
+            let ids: Vec<&str> = chunk.iter().map(|d| d.id.as_str()).collect();
+            let v = self
+                .post(
+                    "/v1/keys/batch-wrap",
+                    &json!({ "tenant_id": first.tenant.as_str(), "ids": ids, "metadata": md }),
+                    false,
+                )
+                .await?;
+            for d in chunk {
+                out.push(
+                    match (&v["keys"][d.id.as_str()], &v["failures"][d.id.as_str()]) {
+                        (Value::Object(k), _) => self.seal_with(d, k),
+                        (_, Value::Object(f)) => Err(item_error(f)),
+                        _ => Err(Error::InvalidResponse(format!("no result for {}", d.id))),
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    fn seal_with(
+        &self,
+        d: &Document,
+        k: &serde_json::Map<String, Value>,
+    ) -> Result<EncryptedDocument, Error> {
+        let dek = dek_from(k.get("dek").and_then(Value::as_str).unwrap_or_default())?;
+        let edek = keystead_core::edek::Edek::parse(&unb64(
+            k.get("edek").and_then(Value::as_str).unwrap_or_default(),
+        )?)?;
+        Ok(EncryptedDocument::encrypt(
+            &mut rng(),
+            &dek,
+            d.tenant.clone(),
+            d.id.clone(),
+            EdekPlacement::Attached(edek),
+            d.fields().map(|(p, v)| (p.clone(), v)),
+        )?)
+    }
+
+    /// Decrypts many attached-form documents of one tenant with one `batch-unwrap` call per
+    /// 1000 documents. Results are per document, in input order.
+    pub async fn decrypt_batch(
+        &self,
+        md: &Metadata,
+        encrypted: &[Vec<u8>],
+    ) -> Result<Vec<Result<Document, Error>>, Error> {
+        let parsed: Vec<Result<EncryptedDocument, Error>> = encrypted
+            .iter()
+            .map(|b| {
+                let d = EncryptedDocument::parse(b)?;
+                if d.edek().is_none() {
+                    return Err(Error::Config("detached document in decrypt_batch".into()));
+                }
+                Ok(d)
+            })
+            .collect();
+        let Some(tenant) = parsed
+            .iter()
+            .find_map(|r| r.as_ref().ok())
+            .map(|d| d.tenant().clone())
+        else {
+            // Nothing parsed: every item is already an error.
+            return Ok(parsed
+                .into_iter()
+                .map(|r| match r {
+                    Err(e) => Err(e),
+                    Ok(_) => Err(Error::InvalidResponse("unreachable".into())),
+                })
+                .collect());
+        };
+        if parsed.iter().flatten().any(|d| d.tenant() != &tenant) {
+            return Err(Error::Config(
+                "a batch holds documents of one tenant".into(),
+            ));
+        }
+        let mut out: Vec<Result<Document, Error>> = Vec::with_capacity(parsed.len());
+        let indexed: Vec<(usize, Result<EncryptedDocument, Error>)> =
+            parsed.into_iter().enumerate().collect();
+        for chunk in indexed.chunks(BATCH_MAX) {
+            let edeks: serde_json::Map<String, Value> = chunk
+                .iter()
+                .filter_map(|(i, r)| {
+                    let d = r.as_ref().ok()?;
+                    Some((i.to_string(), Value::String(b64(&d.edek()?.to_bytes()))))
+                })
+                .collect();
+            let v = if edeks.is_empty() {
+                Value::Null
+            } else {
+                self.post(
+                    "/v1/keys/batch-unwrap",
+                    &json!({ "tenant_id": tenant.as_str(), "edeks": edeks, "metadata": md }),
+                    true,
+                )
+                .await?
+            };
+            for (i, r) in chunk {
+                let id = i.to_string();
+                out.push(match r {
+                    Err(e) => Err(Error::Config(e.to_string())),
+                    Ok(d) => match (&v["keys"][&id], &v["failures"][&id]) {
+                        (Value::String(k), _) => dek_from(k).and_then(|dek| {
+                            let fields = d.decrypt(&dek)?;
+                            Ok(Document {
+                                tenant: d.tenant().clone(),
+                                id: d.document_id().clone(),
+                                fields: fields
+                                    .into_iter()
+                                    .map(|(p, v)| (p, Zeroizing::new(v.to_vec())))
+                                    .collect(),
+                            })
+                        }),
+                        (_, Value::Object(f)) => Err(item_error(f)),
+                        _ => Err(Error::InvalidResponse(format!("no result for item {id}"))),
+                    },
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Re-wraps an EDEK under the tenant's current primary key (the DEK, and so the data,
     /// is unchanged).
     pub async fn rekey(&self, md: &Metadata, tenant: &str, edek: &[u8]) -> Result<Vec<u8>, Error> {
@@ -488,6 +633,25 @@ impl Client {
         )
         .await
         .map(|_| ())
+    }
+}
+
+/// Most items one batch request may carry (API.md "Limits").
+const BATCH_MAX: usize = 1000;
+
+fn item_error(f: &serde_json::Map<String, Value>) -> Error {
+    Error::Api {
+        status: 0,
+        code: f
+            .get("code")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_owned(),
+        message: f
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
     }
 }
 

@@ -229,3 +229,60 @@ async fn events_and_errors() {
     assert!(Client::with_options("http://10.0.0.1:7777", ServiceKey::new("k"), opts).is_ok());
     assert!(format!("{:?}", ServiceKey::new("secret-value")).contains("redacted"));
 }
+
+#[tokio::test]
+async fn batches_succeed_per_document() {
+    let es = Es::start().await;
+    let c = es.client(None);
+    let md = Metadata::new("svc");
+    let docs: Vec<Document> = (0..25)
+        .map(|i| doc("acme", &format!("customer/{i}")))
+        .collect();
+    let enc = c.encrypt_batch(&md, &docs).await.unwrap();
+    assert_eq!(enc.len(), 25);
+    let mut blobs: Vec<Vec<u8>> = enc
+        .into_iter()
+        .map(|r| r.unwrap().to_bytes().unwrap())
+        .collect();
+    // Item 3: flip the last byte of its EDEK (the wrapped DEK's tag) inside the document:
+    // the document still parses, the service refuses that one EDEK. Item 5: garbage.
+    let edek = EncryptedDocument::parse(&blobs[3])
+        .unwrap()
+        .edek()
+        .unwrap()
+        .to_bytes();
+    let pos = blobs[3]
+        .windows(edek.len())
+        .position(|w| w == &edek[..])
+        .unwrap();
+    blobs[3][pos + edek.len() - 1] ^= 1;
+    blobs[5] = b"garbage".to_vec();
+    let dec = c.decrypt_batch(&md, &blobs).await.unwrap();
+    assert_eq!(dec.len(), 25);
+    for (i, r) in dec.iter().enumerate() {
+        match i {
+            3 => assert_eq!(r.as_ref().unwrap_err().code(), Some("edek_invalid")),
+            5 => assert!(
+                matches!(r, Err(Error::Config(_))),
+                "garbage fails locally: {r:?}"
+            ),
+            _ => assert_eq!(
+                r.as_ref().unwrap().get("ssn"),
+                Some(&b"078-05-1120"[..]),
+                "item {i}"
+            ),
+        }
+    }
+    // Mixed tenants and duplicate ids are refused up front.
+    let mixed = vec![doc("acme", "a"), doc("globex", "b")];
+    assert!(matches!(
+        c.encrypt_batch(&md, &mixed).await,
+        Err(Error::Config(_))
+    ));
+    let dup = vec![doc("acme", "a"), doc("acme", "a")];
+    assert!(matches!(
+        c.encrypt_batch(&md, &dup).await,
+        Err(Error::Config(_))
+    ));
+    assert!(c.encrypt_batch(&md, &[]).await.unwrap().is_empty());
+}
