@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{pattern, rng};
+use common::{c, d, p, pattern, rng, t};
 use keystead_core::attachment::{AttachmentHeader, AttachmentLayout, GroupBinding};
 use keystead_core::edek::{Edek, EdekHeader, Mode};
 use keystead_core::envelope::{self, EdekPlacement, EncryptedDocument, FieldCipher};
@@ -20,19 +20,6 @@ use keystead_core::stream::{
     StreamEncryptor,
 };
 use keystead_core::*;
-
-fn t(s: &str) -> TenantId {
-    TenantId::new(s).unwrap()
-}
-fn c(s: &str) -> ConfigId {
-    ConfigId::new(s).unwrap()
-}
-fn d(s: &str) -> DocumentId {
-    DocumentId::new(s).unwrap()
-}
-fn p(s: &str) -> FieldPath {
-    FieldPath::new(s).unwrap()
-}
 
 #[test]
 fn ids_are_validated() {

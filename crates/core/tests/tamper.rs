@@ -13,7 +13,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{for_each_bit_flip, pattern, rng};
+use common::{c, d, for_each_bit_flip, p, pattern, rng, t};
 use keystead_core::attachment::{AttachmentHeader, TRAILER_LEN};
 use keystead_core::edek::{Edek, EdekHeader};
 use keystead_core::envelope::{self, EdekPlacement, EncryptedDocument};
@@ -24,19 +24,6 @@ use keystead_core::stream::{
     StreamEncryptor,
 };
 use keystead_core::*;
-
-fn t(s: &str) -> TenantId {
-    TenantId::new(s).unwrap()
-}
-fn c(s: &str) -> ConfigId {
-    ConfigId::new(s).unwrap()
-}
-fn d(s: &str) -> DocumentId {
-    DocumentId::new(s).unwrap()
-}
-fn p(s: &str) -> FieldPath {
-    FieldPath::new(s).unwrap()
-}
 
 #[test]
 fn leased_edek_every_bit_flip_rejected() {

@@ -104,3 +104,20 @@ pub fn for_each_bit_flip(bytes: &[u8], mut check: impl FnMut(usize, &[u8])) {
         b[i / 8] ^= 1 << (i % 8);
     }
 }
+
+/// Test ids from string literals.
+pub fn t(s: &str) -> keystead_core::TenantId {
+    keystead_core::TenantId::new(s).unwrap()
+}
+/// A config id.
+pub fn c(s: &str) -> keystead_core::ConfigId {
+    keystead_core::ConfigId::new(s).unwrap()
+}
+/// A document id.
+pub fn d(s: &str) -> keystead_core::DocumentId {
+    keystead_core::DocumentId::new(s).unwrap()
+}
+/// A field path.
+pub fn p(s: &str) -> keystead_core::FieldPath {
+    keystead_core::FieldPath::new(s).unwrap()
+}
