@@ -253,17 +253,7 @@ impl Service {
     ) -> Result<WrappedDek, ApiError> {
         let mut trace = Trace::default();
         let res = self.wrap_inner(p, tenant, None, &mut trace).await;
-        self.audit(
-            p,
-            tenant,
-            "wrap",
-            res.as_ref().map(|_| ()),
-            trace,
-            None,
-            metadata,
-            None,
-        )?;
-        res
+        self.audited(p, tenant, "wrap", metadata, None, trace, res)
     }
 
     async fn wrap_inner(
@@ -450,17 +440,7 @@ impl Service {
             self.unwrap_for(&t, edek, &mut trace).await
         }
         .await;
-        self.audit(
-            p,
-            tenant,
-            "unwrap",
-            res.as_ref().map(|_| ()),
-            trace,
-            None,
-            metadata,
-            None,
-        )?;
-        res
+        self.audited(p, tenant, "unwrap", metadata, None, trace, res)
     }
 
     async fn unwrap_for(
@@ -596,17 +576,15 @@ impl Service {
             Ok(split_results(results, &mut trace))
         }
         .await;
-        self.audit(
+        self.audited(
             p,
             tenant,
             "batch_wrap",
-            res.as_ref().map(|_| ()),
-            trace,
-            Some(ids.len()),
             metadata,
-            None,
-        )?;
-        res
+            Some(ids.len()),
+            trace,
+            res,
+        )
     }
 
     /// Unwraps each EDEK. Per-item failures do not fail the batch.
@@ -636,17 +614,7 @@ impl Service {
             Ok(split_results(results, &mut trace))
         }
         .await;
-        self.audit(
-            p,
-            tenant,
-            "batch_unwrap",
-            res.as_ref().map(|_| ()),
-            trace,
-            Some(count),
-            metadata,
-            None,
-        )?;
-        res
+        self.audited(p, tenant, "batch_unwrap", metadata, Some(count), trace, res)
     }
 
     /// Runs `f` over `items` with at most `batch_fanout` in flight, keeping input order.
@@ -683,17 +651,7 @@ impl Service {
                 .map(|w| w.edek)
         }
         .await;
-        self.audit(
-            p,
-            tenant,
-            "rekey",
-            res.as_ref().map(|_| ()),
-            trace,
-            None,
-            metadata,
-            None,
-        )?;
-        res
+        self.audited(p, tenant, "rekey", metadata, None, trace, res)
     }
 
     // ---- application events ------------------------------------------------------------
@@ -817,6 +775,32 @@ impl Service {
         ) {
             tracing::error!(error = %e.message, "could not record a refused request");
         }
+    }
+
+    /// Records the audit event of a finished key operation and passes its result on; if
+    /// the event cannot be recorded the operation fails closed instead.
+    #[allow(clippy::too_many_arguments)]
+    fn audited<T>(
+        &self,
+        p: &Principal,
+        tenant: &str,
+        action: &str,
+        metadata: &Value,
+        count: Option<usize>,
+        trace: Trace,
+        res: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        self.audit(
+            p,
+            tenant,
+            action,
+            res.as_ref().map(|_| ()),
+            trace,
+            count,
+            metadata,
+            None,
+        )?;
+        res
     }
 
     // ---- audit -------------------------------------------------------------------------
