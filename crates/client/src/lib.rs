@@ -29,6 +29,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
+mod search;
+
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -171,6 +173,16 @@ pub struct ClientOptions {
     pub unwrap_attempts: u32,
     /// Allow `http://` to a non-loopback host (behind a trusted TLS-terminating proxy).
     pub allow_plain_http: bool,
+    /// How long derived keys (deterministic fields, blind indexes) are cached. A rotation
+    /// or a revoked tenant key reaches this client within this time; zero disables the
+    /// cache (a derive call per operation).
+    pub derived_key_ttl: Duration,
+    /// Most (tenant, purpose, path) entries the derived-key cache holds.
+    pub derived_key_cache_max: usize,
+    /// Blind-index length in bytes (1 to 32). Shorter indexes collide more often, so a
+    /// match reveals less and queries return more false positives to filter out after
+    /// decryption.
+    pub blind_index_len: usize,
 }
 
 impl Default for ClientOptions {
@@ -180,6 +192,9 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(30),
             unwrap_attempts: 3,
             allow_plain_http: false,
+            derived_key_ttl: Duration::from_secs(300),
+            derived_key_cache_max: 10_000,
+            blind_index_len: 16,
         }
     }
 }
@@ -191,6 +206,7 @@ pub struct Client {
     key: ServiceKey,
     http: reqwest::Client,
     opts: ClientOptions,
+    derived: Arc<search::DerivedCache>,
 }
 
 fn b64(b: &[u8]) -> String {
@@ -252,11 +268,17 @@ impl Client {
             .no_proxy()
             .build()
             .map_err(|e| Error::Config(e.to_string()))?;
+        if !(1..=32).contains(&opts.blind_index_len) {
+            return Err(Error::Config(
+                "blind_index_len must be 1 to 32 bytes".into(),
+            ));
+        }
         Ok(Self {
             base,
             key,
             http,
             opts,
+            derived: Arc::default(),
         })
     }
 
@@ -374,7 +396,7 @@ impl Client {
     pub async fn encrypt(&self, md: &Metadata, doc: &Document) -> Result<EncryptedDocument, Error> {
         let (dek, edek) = self.wrap(md, doc).await?;
         Ok(EncryptedDocument::encrypt(
-            &mut rng(),
+            &mut rng()?,
             &dek,
             doc.tenant.clone(),
             doc.id.clone(),
@@ -392,7 +414,7 @@ impl Client {
     ) -> Result<(EncryptedDocument, Vec<u8>), Error> {
         let (dek, edek) = self.wrap(md, doc).await?;
         let enc = EncryptedDocument::encrypt(
-            &mut rng(),
+            &mut rng()?,
             &dek,
             doc.tenant.clone(),
             doc.id.clone(),
@@ -499,7 +521,7 @@ impl Client {
             k.get("edek").and_then(Value::as_str).unwrap_or_default(),
         )?)?;
         Ok(EncryptedDocument::encrypt(
-            &mut rng(),
+            &mut rng()?,
             &dek,
             d.tenant.clone(),
             d.id.clone(),
@@ -655,8 +677,14 @@ fn item_error(f: &serde_json::Map<String, Value>) -> Error {
     }
 }
 
-fn rng() -> rand_core::UnwrapErr<getrandom::SysRng> {
-    rand_core::UnwrapErr(getrandom::SysRng)
+/// The nonce source for one document's fields: a ChaCha20 CSPRNG seeded from the OS
+/// for each document, so a document costs one `getrandom` call instead of one per field.
+fn rng() -> Result<chacha20::ChaCha20Rng, Error> {
+    use rand_core::SeedableRng as _;
+    let mut seed = Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut())
+        .map_err(|e| Error::Config(format!("the OS random number generator failed: {e}")))?;
+    Ok(chacha20::ChaCha20Rng::from_seed(*seed))
 }
 
 /// Trust anchors: the platform's verifier (system roots) through reqwest's rustls setup.

@@ -24,6 +24,7 @@ struct Es {
     store: Arc<dyn Store>,
     builtin: Arc<BuiltinKms>,
     service: Arc<Service>,
+    audit: Arc<MemorySink>,
 }
 
 impl Es {
@@ -37,10 +38,11 @@ impl Es {
         ] {
             create_builtin_tenant(&store, &builtin, t, mode, 3600, 1200).unwrap();
         }
+        let audit = Arc::new(MemorySink::default());
         let service = Arc::new(Service::new(
             store.clone(),
             builtin.clone(),
-            Arc::new(MemorySink::default()),
+            audit.clone(),
             Arc::new(Metrics::default()),
             Arc::new(SystemClock::default()),
             ServiceOptions::default(),
@@ -57,6 +59,7 @@ impl Es {
             store,
             builtin,
             service,
+            audit,
         }
     }
 
@@ -285,4 +288,115 @@ async fn batches_succeed_per_document() {
         Err(Error::Config(_))
     ));
     assert!(c.encrypt_batch(&md, &[]).await.unwrap().is_empty());
+}
+
+fn derive_events(es: &Es) -> usize {
+    es.audit
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.action == "derive")
+        .count()
+}
+
+#[tokio::test]
+async fn derived_keys_are_cached_for_a_bounded_time() {
+    let es = Es::start().await;
+    let key = es.key(None);
+    let md = Metadata::new("svc");
+    let cached = Client::new(&es.url, ServiceKey::new(key.clone())).unwrap();
+    for v in [&b"a"[..], b"b", b"c"] {
+        let e = cached
+            .encrypt_deterministic(&md, "acme", "email", v)
+            .await
+            .unwrap();
+        cached
+            .decrypt_deterministic(&md, "acme", "email", &e)
+            .await
+            .unwrap();
+        cached.blind_index(&md, "acme", "email", v).await.unwrap();
+        cached
+            .blind_index_query(&md, "acme", "email", v)
+            .await
+            .unwrap();
+    }
+    assert_eq!(derive_events(&es), 2, "one derive per purpose");
+    cached.forget_derived_keys();
+    cached
+        .blind_index(&md, "acme", "email", b"a")
+        .await
+        .unwrap();
+    assert_eq!(derive_events(&es), 3);
+
+    let uncached = Client::with_options(
+        &es.url,
+        ServiceKey::new(key.clone()),
+        ClientOptions {
+            derived_key_ttl: std::time::Duration::ZERO,
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    for _ in 0..3 {
+        uncached
+            .blind_index(&md, "acme", "email", b"a")
+            .await
+            .unwrap();
+    }
+    assert_eq!(derive_events(&es), 6, "ttl 0: a derive per operation");
+
+    // The cache is bounded: with room for one entry, alternating paths derive every time.
+    let tiny = Client::with_options(
+        &es.url,
+        ServiceKey::new(key.clone()),
+        ClientOptions {
+            derived_key_cache_max: 1,
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    for p in ["a", "b", "a", "b"] {
+        tiny.blind_index(&md, "acme", p, b"v").await.unwrap();
+    }
+    assert_eq!(derive_events(&es), 10);
+
+    // Blind-index length is configurable within 1..=32 bytes.
+    for (len, ok) in [(0, false), (1, true), (32, true), (33, false)] {
+        let c = Client::with_options(
+            &es.url,
+            ServiceKey::new(key.clone()),
+            ClientOptions {
+                blind_index_len: len,
+                ..ClientOptions::default()
+            },
+        );
+        assert_eq!(c.is_ok(), ok, "len {len}");
+        if let Ok(c) = c {
+            let i = c.blind_index(&md, "acme", "email", b"a").await.unwrap();
+            assert_eq!(i.len(), len);
+        }
+    }
+}
+
+#[tokio::test]
+async fn searchable_fields_surface_service_errors() {
+    let es = Es::start().await;
+    let c = es.client(Some(&["acme"]));
+    let md = Metadata::new("svc");
+    let err = c
+        .encrypt_deterministic(&md, "globex", "email", b"a")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("tenant_forbidden"), "{err}");
+    es.builtin
+        .set_enabled("acme", "builtin-1", None, false)
+        .unwrap();
+    let err = c.blind_index(&md, "acme", "email", b"a").await.unwrap_err();
+    assert_eq!(err.code(), Some("kms_denied"), "{err}");
+    // Garbage is a local error, not a call.
+    assert!(matches!(
+        c.decrypt_deterministic(&md, "acme", "email", b"KSV").await,
+        Err(Error::Crypto(_))
+    ));
 }

@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the core's hot paths: field envelopes, leased EDEKs, streamed
-//! attachments and HPKE sealing. Results and goals are recorded in `docs/BENCHMARKS.md`.
+//! attachments, HPKE sealing and searchable fields. Results and goals are recorded in `docs/BENCHMARKS.md`.
 //!
 //! Run with `cargo bench -p keystead-core --bench core`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -15,10 +15,13 @@ use keystead_core::attachment::AttachmentHeader;
 use keystead_core::edek::Edek;
 use keystead_core::envelope::{FieldCipher, decrypt_field, encrypt_field};
 use keystead_core::seal::{Purpose, SealedKey};
+use keystead_core::search::{
+    self, BlindIndexer, DerivationSecret, DerivedKey, DeterministicCipher,
+};
 use keystead_core::stream::{AttachmentParams, SEGMENT_SIZE, StreamDecryptor, StreamEncryptor};
 use keystead_core::{
     ConfigId, Dek, DocumentId, EncryptionKeyPair, FieldPath, KeyVersion, LeasedKey, RecipientId,
-    SigningKeyPair, SigningPublicKey, TenantId,
+    SecretId, SigningKeyPair, SigningPublicKey, TenantId,
 };
 
 /// Field sizes: "100 B" and "10 KB" (10 KiB).
@@ -319,5 +322,56 @@ fn bench_seal(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_fields, bench_edek, bench_stream, bench_seal);
+fn bench_search(c: &mut Criterion) {
+    let mut rng = rng();
+    let ids = ids();
+    let secret = DerivationSecret::generate(&mut rng);
+    let secret_id = SecretId::new("ds-1").unwrap();
+    let derive = |purpose| DerivedKey::derive(&secret, &ids.tenant, &secret_id, purpose, &ids.path);
+    let det_key = derive(search::Purpose::Deterministic);
+    let cipher = DeterministicCipher::new(&det_key, &ids.tenant, &secret_id, &ids.path).unwrap();
+    let indexer = BlindIndexer::new(
+        &derive(search::Purpose::BlindIndex),
+        &ids.tenant,
+        &ids.path,
+        16,
+    )
+    .unwrap();
+    let pt = random_bytes(&mut rng, 100);
+    let ct = cipher.encrypt(&pt).unwrap();
+
+    let mut group = c.benchmark_group("search");
+    group.throughput(Throughput::Bytes(100));
+    group.bench_function("deterministic encrypt 100 B", |b| {
+        b.iter(|| cipher.encrypt(black_box(&pt)).unwrap());
+    });
+    group.bench_function("deterministic decrypt 100 B", |b| {
+        b.iter(|| cipher.decrypt(black_box(&ct)).unwrap());
+    });
+    group.bench_function("blind index 100 B", |b| {
+        b.iter(|| indexer.compute(black_box(&pt)).unwrap());
+    });
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("derive deterministic key", |b| {
+        b.iter(|| {
+            DerivedKey::derive(
+                black_box(&secret),
+                &ids.tenant,
+                &secret_id,
+                search::Purpose::Deterministic,
+                black_box(&ids.path),
+            )
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_fields,
+    bench_edek,
+    bench_stream,
+    bench_seal,
+    bench_search
+);
 criterion_main!(benches);

@@ -95,6 +95,12 @@ string_id!(
     /// A cryptographic access-control group.
     GroupId
 );
+string_id!(
+    /// A tenant's derivation secret, e.g. `ds-1`: the secret the keys of deterministic fields
+    /// and blind indexes are derived from. Every deterministic field names the secret its key
+    /// came from, so a reader picks the right key while secrets rotate.
+    SecretId
+);
 
 /// The version of a master key inside one KMS configuration (rotation increments it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -12,6 +12,9 @@
 //!   ChaCha20-Poly1305 with a key commitment and author signatures).
 //! * [`seal`] and [`grant`]: HPKE sealing of keys to X25519 public keys, and signed grants
 //!   collected in an access block.
+//! * [`search`]: searchable fields: keys derived per tenant, field path and purpose from a
+//!   derivation secret, deterministic field encryption (AES-256-SIV) and blind indexes
+//!   (truncated HMAC-SHA256).
 //!
 //! Every byte format is specified in `docs/FORMAT.md`; frozen vectors live in
 //! `tests/vectors/`.
@@ -34,10 +37,13 @@ pub mod grant;
 pub mod ids;
 pub mod keys;
 pub mod seal;
+pub mod search;
 pub mod stream;
 
 pub use error::{Error, FormatError, Result};
-pub use ids::{ConfigId, DocumentId, FieldPath, GroupId, KeyVersion, RecipientId, TenantId};
+pub use ids::{
+    ConfigId, DocumentId, FieldPath, GroupId, KeyVersion, RecipientId, SecretId, TenantId,
+};
 pub use keys::{
     Dek, EncryptionKeyPair, EncryptionPublicKey, LeasedKey, LeasedKeyId, SigningKeyPair,
     SigningPublicKey,

@@ -26,6 +26,9 @@ use keystead_core::edek::{Edek, EdekHeader};
 use keystead_core::envelope::{self, EdekPlacement, EncryptedDocument};
 use keystead_core::grant::{AccessBlock, Grant};
 use keystead_core::seal::{Purpose, SealedKey};
+use keystead_core::search::{
+    self, BlindIndexer, DerivationSecret, DerivedKey, DeterministicCipher, deterministic_secret_id,
+};
 use keystead_core::stream::{AttachmentParams, StreamDecryptor, StreamEncryptor};
 use keystead_core::*;
 use serde_json::{Value, json};
@@ -41,6 +44,9 @@ const FORMAT_DIRS: &[&str] = &[
     "attachment",
     "sealed_key",
     "grant",
+    "derive",
+    "deterministic",
+    "blind_index",
 ];
 
 fn h(v: &Value, k: &str) -> Vec<u8> {
@@ -60,6 +66,20 @@ fn n(v: &Value, k: &str) -> u64 {
 }
 fn arr32(b: Vec<u8>) -> [u8; 32] {
     b.try_into().expect("32 bytes")
+}
+fn search_purpose(name: &str) -> search::Purpose {
+    search::Purpose::parse(name).unwrap_or_else(|| panic!("unknown search purpose {name}"))
+}
+/// The searchable-field key the inputs name: derived from `secret` for `tenant`,
+/// `secret_id`, `path` and `purpose`.
+fn derived_key(i: &Value, purpose: search::Purpose) -> DerivedKey {
+    DerivedKey::derive(
+        &DerivationSecret::from_bytes(arr32(h(i, "secret"))),
+        &TenantId::new(s(i, "tenant")).unwrap(),
+        &SecretId::new(s(i, "secret_id")).unwrap(),
+        purpose,
+        &FieldPath::new(s(i, "path")).unwrap(),
+    )
 }
 fn purpose(name: &str) -> Purpose {
     match name {
@@ -196,6 +216,34 @@ fn build(format: &str, i: &Value, rng: &mut impl rand_core::CryptoRng) -> Value 
             block.add(g.clone()).unwrap();
             json!({ "grant": hex::encode(g.to_bytes()), "access_block": hex::encode(block.to_bytes().unwrap()) })
         }
+        "derive" => {
+            let key = derived_key(i, search_purpose(s(i, "purpose")));
+            json!({ "key": hex::encode(key.expose_secret()) })
+        }
+        "deterministic" => {
+            let key = derived_key(i, search::Purpose::Deterministic);
+            let cipher = DeterministicCipher::new(
+                &key,
+                &tenant(),
+                &SecretId::new(s(i, "secret_id")).unwrap(),
+                &FieldPath::new(s(i, "path")).unwrap(),
+            )
+            .unwrap();
+            let ct = cipher.encrypt(&h(i, "plaintext")).unwrap();
+            json!({ "key": hex::encode(key.expose_secret()), "encrypted": hex::encode(ct) })
+        }
+        "blind-index" => {
+            let key = derived_key(i, search::Purpose::BlindIndex);
+            let indexer = BlindIndexer::new(
+                &key,
+                &tenant(),
+                &FieldPath::new(s(i, "path")).unwrap(),
+                n(i, "length") as usize,
+            )
+            .unwrap();
+            let index = indexer.compute(&h(i, "value")).unwrap();
+            json!({ "key": hex::encode(key.expose_secret()), "index": hex::encode(index) })
+        }
         other => panic!("unknown vector format {other}"),
     }
 }
@@ -288,6 +336,45 @@ fn check_opens(format: &str, i: &Value, o: &Value) {
             assert_eq!(block.to_bytes().unwrap(), h(o, "access_block"));
             let found = block.find(&kp.public().fingerprint()).unwrap();
             assert!(found.open(&header, &kp).unwrap().ct_eq(&dek()));
+        }
+        "derive" => {
+            let purpose = search_purpose(s(i, "purpose"));
+            let key = h(o, "key");
+            assert_eq!(key.len(), purpose.key_len());
+            let received = DerivedKey::from_bytes(purpose, &key).unwrap();
+            assert_eq!(
+                received.expose_secret(),
+                derived_key(i, purpose).expose_secret()
+            );
+        }
+        "deterministic" => {
+            // Built from the key bytes alone, as a client SDK receives them.
+            let key = DerivedKey::from_bytes(search::Purpose::Deterministic, &h(o, "key")).unwrap();
+            let secret_id = SecretId::new(s(i, "secret_id")).unwrap();
+            let cipher = DeterministicCipher::new(
+                &key,
+                &TenantId::new(s(i, "tenant")).unwrap(),
+                &secret_id,
+                &FieldPath::new(s(i, "path")).unwrap(),
+            )
+            .unwrap();
+            let bytes = h(o, "encrypted");
+            assert_eq!(deterministic_secret_id(&bytes).unwrap(), secret_id);
+            assert_eq!(cipher.decrypt(&bytes).unwrap().to_vec(), h(i, "plaintext"));
+            assert_eq!(cipher.encrypt(&h(i, "plaintext")).unwrap(), bytes);
+        }
+        "blind-index" => {
+            let key = DerivedKey::from_bytes(search::Purpose::BlindIndex, &h(o, "key")).unwrap();
+            let indexer = BlindIndexer::new(
+                &key,
+                &TenantId::new(s(i, "tenant")).unwrap(),
+                &FieldPath::new(s(i, "path")).unwrap(),
+                n(i, "length") as usize,
+            )
+            .unwrap();
+            let index = h(o, "index");
+            assert_eq!(index.len() as u64, n(i, "length"));
+            assert_eq!(indexer.compute(&h(i, "value")).unwrap(), index);
         }
         other => panic!("unknown vector format {other}"),
     }
@@ -484,6 +571,88 @@ fn generate_vectors() {
             json!({
                 "recipient_secret_key": hex32(0x73), "purpose": "grant", "recipient_id": "device/bob-laptop",
                 "object_id": "attachment/9", "epoch": 0, "aad": "", "secret": hex32(0x74),
+            }),
+        ),
+        // Searchable fields draw no randomness: their "rng" is empty.
+        (
+            "derive",
+            "deterministic-basic",
+            "derive",
+            json!({
+                "secret": hex32(0xa0), "tenant": "acme", "secret_id": "ds-1",
+                "purpose": "deterministic", "path": "customer.email",
+            }),
+        ),
+        (
+            "derive",
+            "blind-index-basic",
+            "derive",
+            json!({
+                "secret": hex32(0xa0), "tenant": "acme", "secret_id": "ds-1",
+                "purpose": "blind_index", "path": "customer.email",
+            }),
+        ),
+        (
+            "derive",
+            "unicode-ids",
+            "derive",
+            json!({
+                "secret": hex32(0xa1), "tenant": "mandant-ä", "secret_id": "schlüssel-2",
+                "purpose": "deterministic", "path": "adresse.straße",
+            }),
+        ),
+        (
+            "deterministic",
+            "basic",
+            "deterministic",
+            json!({
+                "secret": hex32(0xa0), "tenant": "acme", "secret_id": "ds-1", "path": "customer.email",
+                "plaintext": hex::encode(b"ada@example.com"),
+            }),
+        ),
+        (
+            "deterministic",
+            "empty",
+            "deterministic",
+            json!({
+                "secret": hex32(0xa0), "tenant": "acme", "secret_id": "ds-1", "path": "notes",
+                "plaintext": "",
+            }),
+        ),
+        (
+            "deterministic",
+            "unicode-ids",
+            "deterministic",
+            json!({
+                "secret": hex32(0xa1), "tenant": "mandant-ä", "secret_id": "schlüssel-2",
+                "path": "adresse.straße", "plaintext": hex::encode("Müllerstraße 1".as_bytes()),
+            }),
+        ),
+        (
+            "blind_index",
+            "basic",
+            "blind-index",
+            json!({
+                "secret": hex32(0xa0), "tenant": "acme", "secret_id": "ds-1", "path": "customer.email",
+                "length": 16, "value": hex::encode(b"ada@example.com"),
+            }),
+        ),
+        (
+            "blind_index",
+            "empty-value-full-length",
+            "blind-index",
+            json!({
+                "secret": hex32(0xa0), "tenant": "acme", "secret_id": "ds-1", "path": "notes",
+                "length": 32, "value": "",
+            }),
+        ),
+        (
+            "blind_index",
+            "unicode-ids-short",
+            "blind-index",
+            json!({
+                "secret": hex32(0xa1), "tenant": "mandant-ä", "secret_id": "schlüssel-2",
+                "path": "adresse.straße", "length": 1, "value": hex::encode("Müllerstraße 1".as_bytes()),
             }),
         ),
     ];

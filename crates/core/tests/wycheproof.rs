@@ -1,6 +1,7 @@
 //! Project Wycheproof vectors run against the primitives exactly as the core calls them
 //! (`keystead_core::__private`, i.e. `hazmat.rs`), plus X25519 through `x25519-dalek` and the
-//! core's HPKE sealing.
+//! core's HPKE sealing. AES-SIV-CMAC runs through the deterministic-field cipher
+//! (`Aes256SivKey`) and HMAC-SHA256 through the blind-index MAC (`HmacSha256`).
 //!
 //! Result handling:
 //! * `valid`: must succeed and give exactly the expected output.
@@ -9,7 +10,12 @@
 //!   core's API (`&[u8; 32]` key, `&[u8; 12]` nonce, `[u8; 16]` tag) and are counted as
 //!   "n/a" with the reason. Ed25519 signatures that are not 64 bytes are rejected by the core's
 //!   `&[u8; 64]` type (counted as rejected, by length). HKDF output sizes above 255 * 32 *are*
-//!   expressible (`out: &mut [u8]`) and must be rejected with `Error::Limit`.
+//!   expressible (`out: &mut [u8]`) and must be rejected with `Error::Limit`. AES-SIV cases
+//!   with a key other than 512 bits (AES-256-SIV) and HMAC cases with a key other than 256
+//!   bits (the derived blind-index key) are "n/a" by key size; HMAC tag sizes are blind-index
+//!   lengths (whole bytes, 1 to 32), so both of the file's sizes (128, 256) apply. A SIV
+//!   ciphertext shorter than its 16-byte synthetic IV is rejected by the core's `[u8; 16]`
+//!   type (counted as rejected, by length).
 //! * `acceptable`: may pass or fail; each one is recorded and counted.
 //!
 //! Every test checks that the number of cases it accounted for equals the number of cases in
@@ -20,7 +26,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use keystead_core::__private::{Aes256GcmKey, ChaChaKey, ed25519_verify, hkdf_sha256};
+use keystead_core::__private::{
+    Aes256GcmKey, Aes256SivKey, ChaChaKey, HmacSha256, ed25519_verify, hkdf_sha256,
+};
 use keystead_core::Error;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -306,6 +314,190 @@ fn chacha20_poly1305() {
         "chacha20_poly1305_test.json",
         "CHACHA20-POLY1305",
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// AES-SIV-CMAC (deterministic AEAD: one associated-data component, no nonce)
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DaeadGroup {
+    key_size: usize,
+    tests: Vec<DaeadTest>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DaeadTest {
+    tc_id: u32,
+    key: String,
+    aad: String,
+    msg: String,
+    /// The synthetic IV followed by the ciphertext.
+    ct: String,
+    result: Expect,
+}
+
+#[test]
+fn aes_siv_cmac() {
+    let name = "aes_siv_cmac";
+    let f: File<DaeadGroup> = load("aes_siv_cmac_test.json");
+    assert_eq!(f.algorithm, "AES-SIV-CMAC");
+    let mut t = Tally::default();
+    for g in &f.test_groups {
+        for tc in &g.tests {
+            let id = tc.tc_id;
+            if g.key_size != 512 {
+                *t.na.entry("key size").or_default() += 1;
+                continue;
+            }
+            let (key, aad, msg, ct) = (
+                unhex(&tc.key),
+                unhex(&tc.aad),
+                unhex(&tc.msg),
+                unhex(&tc.ct),
+            );
+            assert_eq!(key.len() * 8, g.key_size, "{name} tc {id}: key size");
+            let k = Aes256SivKey::new(&arr(&key));
+            if ct.len() < 16 {
+                assert_eq!(tc.result, Expect::Invalid, "{name} tc {id}: short ct");
+                *t.rejected_notes.entry("by length").or_default() += 1;
+                t.invalid_rejected += 1;
+                continue;
+            }
+            let (siv, body) = ct.split_at(16);
+            let siv: [u8; 16] = arr(siv);
+
+            // Decryption, as the core calls it.
+            let mut buf = body.to_vec();
+            let opened = k.open_detached(&aad, &mut buf, &siv);
+
+            match tc.result {
+                Expect::Valid => {
+                    assert_eq!(opened, Ok(()), "{name} tc {id}: valid case did not open");
+                    assert_eq!(buf, msg, "{name} tc {id}: wrong plaintext");
+                    let mut buf = msg.clone();
+                    let sealed = k
+                        .seal_detached(&aad, &mut buf)
+                        .unwrap_or_else(|e| panic!("{name} tc {id}: seal failed: {e:?}"));
+                    assert_eq!(buf, body, "{name} tc {id}: wrong ciphertext");
+                    assert_eq!(sealed, siv, "{name} tc {id}: wrong synthetic IV");
+                    t.valid_ok += 1;
+                }
+                Expect::Invalid => {
+                    assert_eq!(
+                        opened,
+                        Err(Error::Decrypt),
+                        "{name} tc {id}: invalid case was accepted"
+                    );
+                    assert!(
+                        buf.iter().all(|&b| b == 0),
+                        "{name} tc {id}: unauthenticated plaintext left in the buffer"
+                    );
+                    t.invalid_rejected += 1;
+                }
+                Expect::Acceptable => {
+                    let note = if opened.is_ok() {
+                        assert_eq!(buf, msg, "{name} tc {id}: accepted with wrong plaintext");
+                        "opened"
+                    } else {
+                        "rejected"
+                    };
+                    *t.acceptable_notes.entry(note).or_default() += 1;
+                    t.acceptable += 1;
+                }
+            }
+        }
+    }
+    t.finish(name, f.number_of_tests, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// HMAC-SHA256 (blind indexes: a prefix absorbed once, the state cloned, the tag truncated)
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MacGroup {
+    key_size: usize,
+    tag_size: usize,
+    tests: Vec<MacTest>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MacTest {
+    tc_id: u32,
+    key: String,
+    msg: String,
+    tag: String,
+    result: Expect,
+}
+
+#[test]
+fn hmac_sha256() {
+    let name = "hmac_sha256";
+    let f: File<MacGroup> = load("hmac_sha256_test.json");
+    assert_eq!(f.algorithm, "HMACSHA256");
+    let mut t = Tally::default();
+    for g in &f.test_groups {
+        for tc in &g.tests {
+            let id = tc.tc_id;
+            if g.key_size != 256 {
+                *t.na.entry("key size").or_default() += 1;
+                continue;
+            }
+            if g.tag_size % 8 != 0 || !(8..=256).contains(&g.tag_size) {
+                *t.na.entry("tag size").or_default() += 1;
+                continue;
+            }
+            let (key, msg, tag) = (unhex(&tc.key), unhex(&tc.msg), unhex(&tc.tag));
+            let len = g.tag_size / 8;
+            assert_eq!(key.len() * 8, g.key_size, "{name} tc {id}: key size");
+            assert_eq!(tag.len(), len, "{name} tc {id}: tag size");
+
+            // As a blind indexer computes: the keyed state with a prefix absorbed is cloned,
+            // the rest is absorbed, the tag is truncated.
+            let (head, rest) = msg.split_at(msg.len() / 2);
+            let mut prefix = HmacSha256::new(&arr(&key));
+            prefix.update(head);
+            let mut mac = prefix.clone();
+            mac.update(rest);
+            let full = mac.finalize();
+            // Whole message at once, and the clone left the prefix state untouched.
+            let mut one = HmacSha256::new(&arr(&key));
+            one.update(&msg);
+            assert_eq!(
+                one.finalize(),
+                full,
+                "{name} tc {id}: split changed the tag"
+            );
+            prefix.update(rest);
+            assert_eq!(
+                prefix.finalize(),
+                full,
+                "{name} tc {id}: clone shared state"
+            );
+
+            let matches = full[..len] == tag[..];
+            match tc.result {
+                Expect::Valid => {
+                    assert!(matches, "{name} tc {id}: wrong tag");
+                    t.valid_ok += 1;
+                }
+                Expect::Invalid => {
+                    assert!(!matches, "{name} tc {id}: modified tag matched");
+                    *t.rejected_notes.entry("by tag mismatch").or_default() += 1;
+                    t.invalid_rejected += 1;
+                }
+                Expect::Acceptable => {
+                    let note = if matches { "matched" } else { "differed" };
+                    *t.acceptable_notes.entry(note).or_default() += 1;
+                    t.acceptable += 1;
+                }
+            }
+        }
+    }
+    t.finish(name, f.number_of_tests, true);
 }
 
 // ---------------------------------------------------------------------------------------------

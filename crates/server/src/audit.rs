@@ -33,7 +33,10 @@ pub struct AuditEvent {
     /// KMS provider, config and key version involved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kms: Option<KmsInfo>,
-    /// Item count for batches.
+    /// Operation details: a derive's purpose and field paths, an operator change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+    /// Item count for batches (paths for a derive).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<usize>,
     /// Failed items of a batch.

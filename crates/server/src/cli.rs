@@ -156,6 +156,26 @@ enum TenantCmd {
         #[arg(long)]
         version: Option<u32>,
     },
+    /// Start a rotation of the tenant's derivation secret (deterministic fields, blind
+    /// indexes): new values are written under a new secret, and derives also answer the
+    /// previous one so queries find values written before. Rewrite those values, then run
+    /// `finish-derivation-rotation`. Running servers see the change within a second;
+    /// clients when their derived-key cache expires.
+    RotateDerivationSecret {
+        /// Tenant id.
+        tenant_id: String,
+    },
+    /// Finish a rotation of the tenant's derivation secret: the previous secret is retired
+    /// and values still written under it can no longer be searched or decrypted.
+    FinishDerivationRotation {
+        /// Tenant id.
+        tenant_id: String,
+    },
+    /// List the tenant's derivation secrets and their state.
+    DerivationSecrets {
+        /// Tenant id.
+        tenant_id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,7 +212,20 @@ enum KeyCmd {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    main_with_args(std::env::args_os())
+}
+
+/// The binary's entry point with explicit arguments (the first is the program name), for
+/// tests that run `keystead` commands in a child process without the binary at hand.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -317,8 +350,63 @@ fn tenant_cmd(dir: &Path, cmd: TenantCmd) -> Result<(), BoxError> {
             builtin.set_enabled(&t.id, &t.primary_config, version, true)?;
             eprintln!("tenant {tenant_id}: key enabled");
         }
+        TenantCmd::RotateDerivationSecret { tenant_id } => {
+            get(&tenant_id)?;
+            let service = operator_service(dir, store, builtin)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let id = rt
+                .block_on(service.rotate_derivation_secret(&tenant_id))
+                .map_err(|e| e.message)?;
+            eprintln!(
+                "tenant {tenant_id}: new derivation secret {id}; the previous one stays searchable until finish-derivation-rotation"
+            );
+        }
+        TenantCmd::FinishDerivationRotation { tenant_id } => {
+            get(&tenant_id)?;
+            let service = operator_service(dir, store, builtin)?;
+            let id = service
+                .finish_derivation_rotation(&tenant_id)
+                .map_err(|e| e.message)?;
+            eprintln!("tenant {tenant_id}: derivation secret {id} retired");
+        }
+        TenantCmd::DerivationSecrets { tenant_id } => {
+            get(&tenant_id)?;
+            for s in store.derivation_secrets(&tenant_id)? {
+                println!(
+                    "{}\t{}\t{}\tversion {}\tcreated {}",
+                    s.id,
+                    s.state.as_str(),
+                    s.config,
+                    s.key_version,
+                    s.created_at
+                );
+            }
+        }
     }
     Ok(())
+}
+
+/// A service for operator commands that use the tenant's KMS; their audit events go to
+/// the data dir's audit log like the server's.
+fn operator_service(
+    dir: &Path,
+    store: Arc<dyn Store>,
+    builtin: Arc<BuiltinKms>,
+) -> Result<Service, BoxError> {
+    let audit = Arc::new(JsonLinesSink::open(&dir.join("audit.jsonl"))?);
+    Ok(Service::new(
+        store,
+        builtin,
+        audit,
+        Arc::new(Metrics::default()),
+        Arc::new(SystemClock::default()),
+        ServiceOptions {
+            instance: "operator-cli".into(),
+            ..Default::default()
+        },
+    ))
 }
 
 fn key_cmd(dir: &Path, cmd: KeyCmd) -> Result<(), BoxError> {
@@ -459,6 +547,9 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
         let adm = tokio::net::TcpListener::bind(admin)
             .await
             .map_err(|e| format!("admin listen {admin}: {e}"))?;
+        // The bound addresses (port 0 asks the OS for a free port).
+        let listen = api.local_addr().unwrap_or(listen);
+        let admin = adm.local_addr().unwrap_or(admin);
         tracing::info!(%listen, %admin, data_dir = %dir.display(), dev, https, mtls, "keystead serving");
         let renewal = {
             let service = service.clone();

@@ -2,6 +2,10 @@
 //! tenant's mode, KMS and lease, and an audit event for every attempt. Plain async
 //! functions: the HTTP layer only parses, authenticates and maps errors.
 
+mod derive;
+
+pub use derive::{DerivedEntry, derivation_secret_context};
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -81,6 +85,8 @@ type ConfigCache = Mutex<HashMap<String, (Arc<KmsConfig>, Arc<dyn Kms>)>>;
 #[derive(Default)]
 struct Trace {
     kms: Option<KmsInfo>,
+    /// Operation-specific details (a derive's purpose and paths; an operator change).
+    detail: Option<Value>,
 }
 
 impl Service {
@@ -727,6 +733,7 @@ impl Service {
                     config_id: config.id.clone(),
                     key_version: None,
                 }),
+                detail: None,
             };
             let system = Principal {
                 key_id: "system".into(),
@@ -831,6 +838,7 @@ impl Service {
             },
             code: outcome.as_ref().err().map(|e| e.code.to_owned()),
             kms: trace.kms,
+            detail: trace.detail,
             count,
             failures: None,
             metadata: metadata.clone(),

@@ -103,6 +103,47 @@ async fn no_dek_reaches_the_data_dir_the_audit_log_or_the_logs() {
         assert_eq!(r.status, 204);
         h.builtin.create_version(tenant, "builtin-1").unwrap();
     }
+    // Derived keys (deterministic, blind index) and the derivation secrets behind them are
+    // key material too.
+    let mut derived: Vec<Vec<u8>> = Vec::new();
+    for tenant in ["lease-co", "remote-co"] {
+        for purpose in ["deterministic", "blind_index"] {
+            let r = h
+                .post(
+                    "/v1/keys/derive",
+                    Some(&key),
+                    &json!({ "tenant_id": tenant, "purpose": purpose, "paths": ["email", "ssn"], "metadata": md() }),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            for list in r.json()["keys"].as_object().unwrap().values() {
+                for e in list.as_array().unwrap() {
+                    derived.push(unb64(e["key"].as_str().unwrap()));
+                }
+            }
+        }
+        for rec in h.sqlite.derivation_secrets(tenant).unwrap() {
+            let ctx = keystead_server::service::derivation_secret_context(
+                tenant,
+                &rec.config,
+                &rec.id,
+                &rec.cache_id,
+            );
+            let key_ref = keystead_server::kms::KeyRef {
+                tenant: tenant.into(),
+                config: rec.config.clone(),
+                version: Some(rec.key_version),
+            };
+            use keystead_server::kms::Kms as _;
+            let secret = h
+                .builtin
+                .unwrap(&key_ref, &rec.wrapped, &ctx)
+                .await
+                .unwrap();
+            derived.push(secret.to_vec());
+        }
+    }
+    assert_eq!(derived.len(), 2 * 2 * 2 + 2);
     h.service.forget_versions();
     h.clock.advance(Duration::from_secs(1200));
     h.service.renew_due_leases().await;
@@ -136,7 +177,11 @@ async fn no_dek_reaches_the_data_dir_the_audit_log_or_the_logs() {
         "{} DEKs collected",
         deks.len()
     );
-    let needles: Vec<Vec<u8>> = deks.iter().flat_map(|d| encodings(d)).collect();
+    let needles: Vec<Vec<u8>> = deks
+        .iter()
+        .chain(derived.iter())
+        .flat_map(|d| encodings(d))
+        .collect();
     let leaks = |what: &str, hay: &[u8]| {
         for n in &needles {
             assert!(

@@ -52,6 +52,7 @@ async fn document_is_served_without_a_key() {
         "/v1/keys/batch-wrap",
         "/v1/keys/batch-unwrap",
         "/v1/keys/rekey",
+        "/v1/keys/derive",
         "/v1/events",
         "/health",
         "/openapi.json",
@@ -88,6 +89,20 @@ async fn answers_have_the_documented_fields() {
     let r = h.post("/v1/keys/rekey", Some(&key), &body).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(keys(&r.json()), required(&d, "RekeyResp"));
+
+    let r = h
+        .post(
+            "/v1/keys/derive",
+            Some(&key),
+            &json!({ "tenant_id": "acme", "purpose": "blind_index", "paths": ["email"], "metadata": md() }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(keys(&r.json()), required(&d, "DeriveResp"));
+    assert_eq!(
+        keys(&r.json()["keys"]["email"][0]),
+        required(&d, "DerivedKeyResp")
+    );
 
     let r = h
         .post(

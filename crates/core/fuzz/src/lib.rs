@@ -19,10 +19,13 @@ use std::sync::OnceLock;
 
 use chacha20::ChaCha20Rng;
 use keystead_core::attachment::{AttachmentHeader, GroupBinding};
+use keystead_core::search::{
+    BlindIndexer, DerivationSecret, DerivedKey, DeterministicCipher, Purpose,
+};
 use keystead_core::stream::{AttachmentParams, StreamEncryptor};
 use keystead_core::{
     ConfigId, Dek, DocumentId, EncryptionKeyPair, FieldPath, GroupId, KeyVersion, LeasedKey,
-    LeasedKeyId, RecipientId, SigningKeyPair, TenantId,
+    LeasedKeyId, RecipientId, SecretId, SigningKeyPair, TenantId,
 };
 use rand_core::SeedableRng;
 
@@ -45,6 +48,10 @@ pub const GROUP: &str = "group-red";
 pub const REMOTE_PLAINTEXT: [u8; 32] = [0x77; 32];
 /// The AAD the sealed-key seeds were sealed with and the `sealed_key` target opens with.
 pub const SEAL_AAD: &[u8] = b"keystead-fuzz/sealed-key-aad";
+/// Derivation secret id of the `search` target's deterministic cipher and of its seeds.
+pub const SECRET_ID: &str = "ds-1";
+/// Blind-index length (bytes) of the `search` target's indexer.
+pub const BLIND_INDEX_LEN: usize = 16;
 
 const DEK_BYTES: [u8; 32] = [0x11; 32];
 const LEASED_KEY_ID: [u8; 16] = [0x22; 16];
@@ -52,6 +59,7 @@ const LEASED_KEY_BYTES: [u8; 32] = [0x33; 32];
 const TENANT_SECRET: [u8; 32] = [0x44; 32];
 const AUTHOR_SEED: [u8; 32] = [0x55; 32];
 const RECIPIENT_SECRET: [u8; 32] = [0x66; 32];
+const DERIVATION_SECRET: [u8; 32] = [0x88; 32];
 
 /// RNG stream that makes the reference attachment header (see [`reference_encryptor`]).
 const REFERENCE_HEADER_STREAM: u64 = 0x6b73_6174_7461_6368;
@@ -88,6 +96,13 @@ pub struct Fixtures {
     pub recipient: RecipientId,
     /// The one valid attachment header the stream and segment decryptors are fed against.
     pub header: AttachmentHeader,
+    /// See [`SECRET_ID`].
+    pub secret_id: SecretId,
+    /// The deterministic cipher of [`TENANT`], [`FIELD_PATH`] and [`SECRET_ID`], keyed from
+    /// a fixed derivation secret.
+    pub deterministic: DeterministicCipher,
+    /// The blind indexer of the same tenant and path ([`BLIND_INDEX_LEN`]-byte indexes).
+    pub blind_index: BlindIndexer,
 }
 
 /// The process-wide fixtures, built on first use. Building them costs a few scalar
@@ -98,18 +113,35 @@ pub fn fixtures() -> &'static Fixtures {
         let dek = Dek::from_bytes(DEK_BYTES);
         let author = SigningKeyPair::from_secret_bytes(&AUTHOR_SEED);
         let (_, header) = reference_encryptor(&dek, &author);
+        let (tenant, path) = (id(TenantId::new(TENANT)), id(FieldPath::new(FIELD_PATH)));
+        let secret_id = id(SecretId::new(SECRET_ID));
+        let secret = DerivationSecret::from_bytes(DERIVATION_SECRET);
+        let derive = |purpose| DerivedKey::derive(&secret, &tenant, &secret_id, purpose, &path);
+        let deterministic =
+            DeterministicCipher::new(&derive(Purpose::Deterministic), &tenant, &secret_id, &path)
+                .expect("the fixture deterministic cipher can be built");
+        let blind_index = BlindIndexer::new(
+            &derive(Purpose::BlindIndex),
+            &tenant,
+            &path,
+            BLIND_INDEX_LEN,
+        )
+        .expect("the fixture blind indexer can be built");
         Fixtures {
             leased: LeasedKey::from_bytes(LeasedKeyId(LEASED_KEY_ID), LEASED_KEY_BYTES),
             tenant_key: EncryptionKeyPair::from_secret_bytes(&TENANT_SECRET),
             recipient_key: EncryptionKeyPair::from_secret_bytes(&RECIPIENT_SECRET),
-            tenant: id(TenantId::new(TENANT)),
+            tenant,
             config: id(ConfigId::new(CONFIG)),
             document: id(DocumentId::new(DOCUMENT)),
-            path: id(FieldPath::new(FIELD_PATH)),
+            path,
             recipient: id(RecipientId::new(RECIPIENT)),
             dek,
             author,
             header,
+            secret_id,
+            deterministic,
+            blind_index,
         }
     })
 }

@@ -18,6 +18,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use keystead_core::FieldPath;
+use keystead_core::search::Purpose;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -195,6 +197,24 @@ struct BatchUnwrapReq {
     metadata: Metadata,
 }
 
+/// Body of `POST /v1/keys/derive`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct DeriveReq {
+    /// The tenant whose derivation secrets the keys come from: 1 to 256 bytes, no control
+    /// characters.
+    #[schema(schema_with = openapi::id_schema)]
+    tenant_id: String,
+    /// `deterministic` (64-byte AES-256-SIV keys) or `blind_index` (32-byte HMAC-SHA256
+    /// keys).
+    #[schema(schema_with = openapi::purpose_schema)]
+    purpose: String,
+    /// 1 to 1000 distinct field paths (1 to 256 bytes each, no control characters).
+    #[schema(schema_with = openapi::ids_schema)]
+    paths: Vec<String>,
+    metadata: Metadata,
+}
+
 /// Body of `POST /v1/events`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -283,6 +303,27 @@ struct BatchUnwrapResp {
     keys: BTreeMap<String, String>,
     /// Failed ids and why.
     failures: BTreeMap<String, ErrorBody>,
+}
+
+/// One derived key of a field path.
+#[derive(Serialize, ToSchema)]
+struct DerivedKeyResp {
+    /// The key: 64 bytes for `deterministic`, 32 for `blind_index`.
+    #[schema(value_type = B64)]
+    key: String,
+    /// The derivation secret it comes from (deterministic ciphertexts carry it).
+    secret_id: String,
+    /// `true` for the current secret (write under it); `false` for the secret of a rotation
+    /// in progress (search and decrypt under it too).
+    current: bool,
+}
+
+/// Derived keys by field path: the current secret's key first, then, during a rotation,
+/// the previous secret's.
+#[derive(Serialize, ToSchema)]
+struct DeriveResp {
+    /// Keys by field path.
+    keys: BTreeMap<String, Vec<DerivedKeyResp>>,
 }
 
 /// Liveness.
@@ -599,6 +640,86 @@ async fn rekey(
     Ok(Json(RekeyResp { edek: b64(&edek) }).into_response())
 }
 
+/// Derive deterministic-encryption or blind-index keys.
+///
+/// For each field path, one key per live derivation secret of the tenant: the current one
+/// and, while a rotation is in progress, the previous one, so queries can match values
+/// written under either. Keys are derived with HKDF-SHA256 from secrets that only the
+/// tenant's KMS can unwrap; cache them for minutes, not longer.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/derive",
+    tag = "keys",
+    operation_id = "derive",
+    security(("service_key" = [])),
+    request_body(content = DeriveReq, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Derived keys by field path.", body = DeriveResp),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthenticated),
+        (status = 403, response = Forbidden),
+        (status = 404, response = TenantNotFound),
+        (status = 409, response = TenantDisabled),
+        (status = 422, response = EdekRejected),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 502, response = KmsFailed),
+        (status = 503, response = Unavailable),
+        (status = 504, response = KmsTimeout),
+    )
+)]
+async fn derive(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let p = auth_first(&s, &headers)?;
+    let body = read_body(body).await?;
+    let req: DeriveReq = parse_json(&body)?;
+    let purpose = Purpose::parse(&req.purpose)
+        .ok_or_else(|| ApiError::bad_request("purpose must be `deterministic` or `blind_index`"))?;
+    if req.paths.is_empty() || req.paths.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "paths must hold 1 to {MAX_BATCH} items"
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut paths = Vec::with_capacity(req.paths.len());
+    for path in &req.paths {
+        check_id("path", path)?;
+        if !seen.insert(path) {
+            return Err(ApiError::bad_request(format!("duplicate path `{path}`")));
+        }
+        paths.push(
+            FieldPath::new(path.as_str())
+                .map_err(|_| ApiError::bad_request(format!("invalid field path `{path}`")))?,
+        );
+    }
+    admit(&s, &p, &req.tenant_id, "derive", "derive", 1, &req.metadata)?;
+    let md = req.metadata.validate()?;
+    let derived = s
+        .service
+        .derive(&p, &req.tenant_id, purpose, &paths, &md)
+        .await?;
+    Ok(Json(DeriveResp {
+        keys: derived
+            .into_iter()
+            .map(|(path, entries)| {
+                let keys = entries
+                    .into_iter()
+                    .map(|e| DerivedKeyResp {
+                        key: b64(e.key.expose_secret()),
+                        secret_id: e.secret_id,
+                        current: e.current,
+                    })
+                    .collect();
+                (path.as_str().to_owned(), keys)
+            })
+            .collect(),
+    })
+    .into_response())
+}
+
 /// Application event names users know from SIEM taxonomies.
 fn valid_event_name(name: &str) -> bool {
     const PREFIXES: &[&str] = &["ADMIN_", "USER_", "DATA_", "PERIODIC_", "CUSTOM_"];
@@ -773,6 +894,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/keys/batch-wrap", post(batch_wrap))
         .route("/v1/keys/batch-unwrap", post(batch_unwrap))
         .route("/v1/keys/rekey", post(rekey))
+        .route("/v1/keys/derive", post(derive))
         .route("/v1/events", post(events))
         .route("/health", get(health))
         .route("/openapi.json", get(openapi_json))

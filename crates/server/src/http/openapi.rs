@@ -126,6 +126,16 @@ pub fn id_schema() -> ObjectBuilder {
         .description(Some("1 to 256 bytes of UTF-8 without control characters."))
 }
 
+/// The `purpose` of a derive.
+pub fn purpose_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["deterministic", "blind_index"]))
+        .description(Some(
+            "`deterministic`: 64-byte AES-256-SIV keys; `blind_index`: 32-byte HMAC-SHA256 keys.",
+        ))
+}
+
 /// The `ids` of a batch wrap.
 pub fn ids_schema() -> ArrayBuilder {
     ArrayBuilder::new()
@@ -209,6 +219,7 @@ impl Modify for BearerAuth {
         super::batch_wrap,
         super::batch_unwrap,
         super::rekey,
+        super::derive,
         super::events,
         super::health,
         super::openapi_json,
@@ -231,7 +242,7 @@ impl Modify for BearerAuth {
     ),
     modifiers(&BearerAuth),
     tags(
-        (name = "keys", description = "Wrap, unwrap and rekey DEKs."),
+        (name = "keys", description = "Wrap, unwrap and rekey DEKs; derive keys for searchable fields."),
         (name = "events", description = "Application security events for the tenant's SIEM."),
         (name = "service", description = "Liveness and this document."),
     )
@@ -287,6 +298,7 @@ mod tests {
                 ("/v1/events", "post"),
                 ("/v1/keys/batch-unwrap", "post"),
                 ("/v1/keys/batch-wrap", "post"),
+                ("/v1/keys/derive", "post"),
                 ("/v1/keys/rekey", "post"),
                 ("/v1/keys/unwrap", "post"),
                 ("/v1/keys/wrap", "post"),

@@ -132,6 +132,60 @@ pub struct BuiltinKey {
     pub enabled: bool,
 }
 
+/// Where a derivation secret stands in its rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretState {
+    /// Derives the keys new values are written under.
+    Current,
+    /// Replaced by a newer secret but still derived from, so queries find values written
+    /// before the rotation until they are rewritten.
+    Rotating,
+    /// No longer derived from.
+    Retired,
+}
+
+impl SecretState {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretState::Current => "current",
+            SecretState::Rotating => "rotating",
+            SecretState::Retired => "retired",
+        }
+    }
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "current" => Some(SecretState::Current),
+            "rotating" => Some(SecretState::Rotating),
+            "retired" => Some(SecretState::Retired),
+            _ => None,
+        }
+    }
+}
+
+/// A tenant's derivation secret (deterministic-encryption and blind-index keys are derived
+/// from it), stored only as the tenant's KMS wrapped it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DerivationSecretRecord {
+    /// Owning tenant.
+    pub tenant: String,
+    /// Secret id (`ds-1`, `ds-2`, ...), carried in every deterministic ciphertext.
+    pub id: String,
+    /// Random id under which the unwrapped secret is cached, like a leased key.
+    pub cache_id: [u8; 16],
+    /// KMS config that wrapped it.
+    pub config: String,
+    /// Key version that wrapped it.
+    pub key_version: u32,
+    /// The KMS ciphertext of the secret.
+    pub wrapped: Vec<u8>,
+    /// Rotation state.
+    pub state: SecretState,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+}
+
 /// The storage interface of the Encryption Service.
 pub trait Store: Send + Sync + 'static {
     /// A tenant by id.
@@ -163,4 +217,19 @@ pub trait Store: Send + Sync + 'static {
     fn builtin_keys(&self, tenant: &str, config: &str) -> StoreResult<Vec<BuiltinKey>>;
     /// Adds or replaces a built-in key version.
     fn put_builtin_key(&self, key: &BuiltinKey) -> StoreResult<()>;
+
+    /// Every derivation secret of a tenant, oldest first (retired ones included).
+    fn derivation_secrets(&self, tenant: &str) -> StoreResult<Vec<DerivationSecretRecord>>;
+    /// Adds `secret` as the tenant's current derivation secret. With `rotate`, the current
+    /// secret becomes `rotating` in the same transaction (`Conflict` while another rotation
+    /// is in progress); without it, the tenant must have no current secret (`Conflict`
+    /// otherwise, e.g. when two instances race to create the first).
+    fn add_derivation_secret(
+        &self,
+        secret: &DerivationSecretRecord,
+        rotate: bool,
+    ) -> StoreResult<()>;
+    /// Ends a rotation: the `rotating` secret becomes `retired` (`NotFound` when there is
+    /// none). Returns its id.
+    fn finish_derivation_rotation(&self, tenant: &str) -> StoreResult<String>;
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    BuiltinKey, ConfigState, KmsConfig, ServiceKey, Store, StoreError, StoreResult, Tenant,
-    TenantMode,
+    BuiltinKey, ConfigState, DerivationSecretRecord, KmsConfig, SecretState, ServiceKey, Store,
+    StoreError, StoreResult, Tenant, TenantMode,
 };
 
 /// How often readers look for changes made by other processes.
@@ -58,6 +58,23 @@ const MIGRATIONS: &[&str] = &[
         enabled INTEGER NOT NULL,
         PRIMARY KEY (tenant, config, version)
      );",
+    // 2: derivation secrets (deterministic fields, blind indexes)
+    "CREATE TABLE derivation_secrets (
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        id TEXT NOT NULL,
+        cache_id BLOB NOT NULL,
+        config TEXT NOT NULL,
+        key_version INTEGER NOT NULL,
+        wrapped BLOB NOT NULL,
+        state TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (tenant, id)
+     );
+     CREATE UNIQUE INDEX derivation_one_current ON derivation_secrets (tenant)
+        WHERE state = 'current';
+     CREATE UNIQUE INDEX derivation_one_rotating ON derivation_secrets (tenant)
+        WHERE state = 'rotating';",
 ];
 
 #[derive(Default)]
@@ -66,6 +83,7 @@ struct Snapshot {
     configs: HashMap<(String, String), KmsConfig>,
     service_keys: HashMap<String, ServiceKey>,
     builtin: HashMap<(String, String), Vec<BuiltinKey>>,
+    secrets: HashMap<String, Vec<DerivationSecretRecord>>,
 }
 
 /// SQLite-backed [`Store`].
@@ -291,6 +309,32 @@ fn load(conn: &Connection) -> StoreResult<Snapshot> {
             .or_default()
             .push(k);
     }
+    let mut st = conn
+        .prepare(
+            "SELECT tenant, id, cache_id, config, key_version, wrapped, state, created_at
+             FROM derivation_secrets ORDER BY seq",
+        )
+        .map_err(db)?;
+    let rows = st
+        .query_map([], |r| {
+            let cache_id: Vec<u8> = r.get(2)?;
+            Ok(DerivationSecretRecord {
+                tenant: r.get(0)?,
+                id: r.get(1)?,
+                cache_id: cache_id.try_into().unwrap_or([0; 16]),
+                config: r.get(3)?,
+                key_version: r.get(4)?,
+                wrapped: r.get(5)?,
+                // An unknown state is never derived from.
+                state: SecretState::parse(&r.get::<_, String>(6)?).unwrap_or(SecretState::Retired),
+                created_at: r.get(7)?,
+            })
+        })
+        .map_err(db)?;
+    for k in rows {
+        let k = k.map_err(db)?;
+        snap.secrets.entry(k.tenant.clone()).or_default().push(k);
+    }
     Ok(snap)
 }
 
@@ -460,6 +504,107 @@ impl Store for SqliteStore {
             .map_err(db)?;
             Ok(())
         })
+    }
+
+    fn derivation_secrets(&self, tenant: &str) -> StoreResult<Vec<DerivationSecretRecord>> {
+        self.read(|s| s.secrets.get(tenant).cloned().unwrap_or_default())
+    }
+
+    fn add_derivation_secret(&self, k: &DerivationSecretRecord, rotate: bool) -> StoreResult<()> {
+        self.write(|tx| {
+            let state = |s: &str| -> StoreResult<i64> {
+                tx.query_row(
+                    "SELECT COUNT(*) FROM derivation_secrets WHERE tenant = ?1 AND state = ?2",
+                    params![k.tenant, s],
+                    |r| r.get(0),
+                )
+                .map_err(db)
+            };
+            let current = state("current")?;
+            if rotate {
+                if state("rotating")? > 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "a derivation-secret rotation of tenant {} is in progress",
+                        k.tenant
+                    )));
+                }
+                if current == 0 {
+                    return Err(StoreError::NotFound(format!(
+                        "derivation secret of tenant {}",
+                        k.tenant
+                    )));
+                }
+                tx.execute(
+                    "UPDATE derivation_secrets SET state = 'rotating'
+                     WHERE tenant = ?1 AND state = 'current'",
+                    [&k.tenant],
+                )
+                .map_err(db)?;
+            } else if current > 0 {
+                return Err(StoreError::Conflict(format!(
+                    "derivation secret of tenant {}",
+                    k.tenant
+                )));
+            }
+            let seq: i64 = tx
+                .query_row(
+                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM derivation_secrets WHERE tenant = ?1",
+                    [&k.tenant],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            tx.execute(
+                "INSERT INTO derivation_secrets
+                 (tenant, id, cache_id, config, key_version, wrapped, state, created_at, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'current', ?7, ?8)",
+                params![
+                    k.tenant,
+                    k.id,
+                    &k.cache_id[..],
+                    k.config,
+                    k.key_version,
+                    k.wrapped,
+                    k.created_at,
+                    seq
+                ],
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    StoreError::Conflict(format!("derivation secret {} of {}", k.id, k.tenant))
+                }
+                e => db(e),
+            })?;
+            Ok(())
+        })
+    }
+
+    fn finish_derivation_rotation(&self, tenant: &str) -> StoreResult<String> {
+        let mut id = String::new();
+        self.write(|tx| {
+            id = tx
+                .query_row(
+                    "SELECT id FROM derivation_secrets WHERE tenant = ?1 AND state = 'rotating'",
+                    [tenant],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?
+                .ok_or_else(|| {
+                    StoreError::NotFound(format!(
+                        "no derivation-secret rotation of tenant {tenant} is in progress"
+                    ))
+                })?;
+            tx.execute(
+                "UPDATE derivation_secrets SET state = 'retired'
+                 WHERE tenant = ?1 AND state = 'rotating'",
+                [tenant],
+            )
+            .map_err(db)?;
+            Ok(())
+        })?;
+        Ok(id)
     }
 }
 

@@ -21,7 +21,8 @@ use keystead_server::metrics::Metrics;
 use keystead_server::service::{Service, ServiceOptions, create_builtin_tenant};
 use keystead_server::store::sqlite::SqliteStore;
 use keystead_server::store::{
-    BuiltinKey, KmsConfig, ServiceKey, Store, StoreResult, Tenant, TenantMode,
+    BuiltinKey, DerivationSecretRecord, KmsConfig, ServiceKey, Store, StoreResult, Tenant,
+    TenantMode,
 };
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -111,6 +112,19 @@ impl Store for CountingStore {
     }
     fn put_builtin_key(&self, key: &BuiltinKey) -> StoreResult<()> {
         self.inner.put_builtin_key(key)
+    }
+    fn derivation_secrets(&self, tenant: &str) -> StoreResult<Vec<DerivationSecretRecord>> {
+        self.inner.derivation_secrets(tenant)
+    }
+    fn add_derivation_secret(
+        &self,
+        secret: &DerivationSecretRecord,
+        rotate: bool,
+    ) -> StoreResult<()> {
+        self.inner.add_derivation_secret(secret, rotate)
+    }
+    fn finish_derivation_rotation(&self, tenant: &str) -> StoreResult<String> {
+        self.inner.finish_derivation_rotation(tenant)
     }
 }
 

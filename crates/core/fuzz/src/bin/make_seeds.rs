@@ -15,8 +15,11 @@ use keystead_core::edek::{Edek, EdekHeader};
 use keystead_core::envelope::{EdekPlacement, EncryptedDocument, encrypt_field};
 use keystead_core::grant::{AccessBlock, Grant};
 use keystead_core::seal::{Purpose, SealedKey};
+use keystead_core::search::{DerivedKey, DeterministicCipher, Purpose as SearchPurpose};
 use keystead_core::stream::{AttachmentParams, SEGMENT_SIZE, StreamEncryptor};
-use keystead_core::{DocumentId, EncryptionKeyPair, FieldPath, RecipientId, SigningKeyPair};
+use keystead_core::{
+    DocumentId, EncryptionKeyPair, FieldPath, RecipientId, SecretId, SigningKeyPair,
+};
 use keystead_core_fuzz::{
     KEY_VERSION, REMOTE_PLAINTEXT, SEAL_AAD, SegmentsInput, attachment_op, envelope_op, fixtures,
     reference_body, rng, stream_input,
@@ -30,11 +33,12 @@ fn main() {
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"));
-    let targets: [(&str, Seeds); 4] = [
+    let targets: [(&str, Seeds); 5] = [
         ("edek", edek_seeds()),
         ("envelope", envelope_seeds()),
         ("attachment", attachment_seeds()),
         ("sealed_key", sealed_key_seeds()),
+        ("search", search_seeds()),
     ];
     for (target, seeds) in targets {
         let target_dir = dir.join(target);
@@ -329,5 +333,35 @@ fn sealed_key_seeds() -> Seeds {
         ("grant", seal(Purpose::Grant, "doc-0042", 0, 30)),
         ("group-key", seal(Purpose::GroupKey, "group-red", 9, 31)),
         ("edek", seal(Purpose::Edek, "kms-config-1", 7, 32)),
+    ]
+}
+
+fn search_seeds() -> Seeds {
+    let f = fixtures();
+    let det = &f.deterministic;
+    // A well-framed value under another secret id (same tenant and path, another key): the
+    // target's decrypt must refuse it.
+    let other_id = ok(SecretId::new("ds-2"));
+    let other = ok(DeterministicCipher::new(
+        &ok(DerivedKey::from_bytes(
+            SearchPurpose::Deterministic,
+            &[0x89; 64],
+        )),
+        &f.tenant,
+        &other_id,
+        &f.path,
+    ));
+    vec![
+        ("deterministic-empty", ok(det.encrypt(b""))),
+        ("deterministic-short", ok(det.encrypt(b"Main St"))),
+        ("deterministic-block", ok(det.encrypt(b"exactly 16 bytes"))),
+        (
+            "deterministic-long",
+            ok(det.encrypt(b"1 Main Street, Springfield, a value of several blocks")),
+        ),
+        (
+            "deterministic-other-secret",
+            ok(other.encrypt(b"1 Main Street")),
+        ),
     ]
 }
