@@ -189,6 +189,20 @@ async fn documents_round_trip_and_stay_bound_to_tenant_document_and_field() {
         c.decrypt(&md, &forged).await,
         Err(Error::Crypto(_))
     ));
+    // The same between tenants: acme's field inside globex's document (same document id).
+    let g = c.encrypt(&md, &doc("globex", "a", "g@x")).await.unwrap();
+    let mut fields = g.fields().to_vec();
+    fields[0] = a.fields()[0].clone();
+    let forged = forge(&g, "a", fields);
+    assert!(matches!(
+        c.decrypt(&md, &forged).await,
+        Err(Error::Crypto(_))
+    ));
+    let intact = forge(&g, "a", g.fields().to_vec());
+    assert_eq!(
+        c.decrypt(&md, &intact).await.unwrap().get("email"),
+        Some(&b"g@x"[..])
+    );
 
     // A document of acme presented as globex's. Attached: the EDEK inside names acme, so
     // the client refuses before any call. Detached: the ES refuses acme's EDEK for globex.
