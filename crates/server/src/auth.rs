@@ -98,9 +98,19 @@ pub fn authenticate(store: &dyn Store, header: Option<&str>) -> Result<Principal
         .map(|(id, _)| id)
         .filter(|id| id.len() == 12)
         .ok_or_else(ApiError::unauthenticated)?;
-    let record = store
-        .service_key(id)
-        .map_err(|_| ApiError::unauthenticated())?;
+    let lookup = || {
+        store
+            .service_key(id)
+            .map_err(|_| ApiError::unauthenticated())
+    };
+    let mut record = lookup()?;
+    if record.is_none() {
+        // A key created a moment ago by `keystead service-key create` may not be in this
+        // process's snapshot yet: look once more after a (rate-limited) re-read.
+        if store.recheck().is_ok() {
+            record = lookup()?;
+        }
+    }
     // Hash even when the id is unknown, so timing does not tell ids apart.
     let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
     let Some(record) = record else {

@@ -87,6 +87,8 @@ struct Trace {
     kms: Option<KmsInfo>,
     /// Operation-specific details (a derive's purpose and paths; an operator change).
     detail: Option<Value>,
+    /// Failed items of a batch.
+    failures: Option<usize>,
 }
 
 impl Service {
@@ -202,7 +204,11 @@ impl Service {
     /// Finds the tenant after the scope check. Unknown tenants: `404` for all-tenants keys,
     /// `403 tenant_forbidden` for scoped ones; auto-created in `--dev`.
     pub fn resolve_tenant(&self, principal: &Principal, tenant: &str) -> Result<Tenant, ApiError> {
-        let found = self.store.tenant(tenant).map_err(|e| internal(&e))?;
+        let mut found = self.store.tenant(tenant).map_err(|e| internal(&e))?;
+        if found.is_none() && self.store.recheck().is_ok() {
+            // Created a moment ago by another process (`keystead tenant create`)?
+            found = self.store.tenant(tenant).map_err(|e| internal(&e))?;
+        }
         let t = match found {
             Some(t) => t,
             None if self.opts.dev_autocreate => {
@@ -734,6 +740,7 @@ impl Service {
                     key_version: None,
                 }),
                 detail: None,
+                failures: None,
             };
             let system = Principal {
                 key_id: "system".into(),
@@ -840,7 +847,7 @@ impl Service {
             kms: trace.kms,
             detail: trace.detail,
             count,
-            failures: None,
+            failures: trace.failures,
             metadata: metadata.clone(),
             event,
         };
@@ -871,6 +878,7 @@ fn split_results<T>(
             Err(e) => failed.push((id, e)),
         }
     }
+    trace.failures = Some(failed.len());
     (ok, failed)
 }
 

@@ -267,6 +267,10 @@ async fn batches_succeed_per_item() {
         assert_eq!(e.principal, key_id);
         assert_eq!(e.outcome, "success");
         assert_eq!(e.count, Some(if e.action == "batch_wrap" { 3 } else { 6 }));
+        assert_eq!(
+            e.failures,
+            Some(if e.action == "batch_wrap" { 0 } else { 3 })
+        );
     }
 }
 
@@ -1429,6 +1433,31 @@ fn a_batch_larger_than_the_rate_passes_once_then_pays_its_debt() {
     let e = limiter.check(&p, "t", 1).unwrap_err();
     assert_eq!(e.code, "rate_limited");
     assert!(e.retry_after.unwrap() >= 9, "{:?}", e.retry_after);
+}
+
+#[test]
+fn rate_limit_buckets_are_bounded() {
+    use keystead_server::auth::Principal;
+    use keystead_server::http::RateLimiter;
+    let limiter = RateLimiter::new(1000.0, 0.0);
+    let p = Principal {
+        key_id: "k".into(),
+        name: "k".into(),
+        tenants: None,
+        ops: Default::default(),
+    };
+    // An all-tenants key naming 10 000 tenants (each a bucket) ...
+    for i in 0..10_000 {
+        limiter.check(&p, &format!("t{i}"), 1).unwrap();
+    }
+    assert_eq!(limiter.buckets(), 10_000);
+    // ... whose buckets refill within a second: the next new bucket sweeps them.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // A bucket in debt is kept (forgetting it would forgive the debt).
+    limiter.check(&p, "busy", 5000).unwrap();
+    limiter.check(&p, "another", 1).unwrap();
+    assert!(limiter.buckets() <= 3, "{} buckets", limiter.buckets());
+    assert!(limiter.check(&p, "busy", 1).is_err(), "the debt stands");
 }
 
 /// `503 audit_unavailable`: a key operation whose audit event cannot be recorded fails

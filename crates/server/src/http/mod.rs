@@ -66,8 +66,30 @@ impl IntoResponse for ApiError {
 pub struct RateLimiter {
     per_tenant: f64,
     per_key: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    buckets: Mutex<Buckets>,
 }
+
+/// Token buckets by key, with the time of the last sweep.
+struct Buckets {
+    map: HashMap<String, Bucket>,
+    swept: Instant,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    rate: f64,
+}
+
+impl Bucket {
+    /// Full again: forgetting it changes nothing, since a new bucket starts full.
+    fn refilled(&self, now: Instant) -> bool {
+        self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate >= self.rate
+    }
+}
+
+/// Buckets kept before refilled ones are swept (tenants and keys seen recently).
+const MAX_BUCKETS: usize = 10_000;
 
 impl RateLimiter {
     /// Limits in requests per second (burst = one second's worth); 0 disables a limit.
@@ -75,8 +97,20 @@ impl RateLimiter {
         Self {
             per_tenant,
             per_key,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                map: HashMap::new(),
+                swept: Instant::now(),
+            }),
         }
+    }
+
+    /// Number of buckets held (tests).
+    pub fn buckets(&self) -> usize {
+        self.buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .len()
     }
 
     fn take(&self, key: String, rate: f64, cost: f64) -> Result<(), ApiError> {
@@ -84,8 +118,21 @@ impl RateLimiter {
             return Ok(());
         }
         let now = Instant::now();
-        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, at) = b.entry(key).or_insert((rate, now));
+        let mut guard = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let buckets = &mut *guard;
+        // Bounded memory: an all-tenants key naming ever new tenants must not grow the map
+        // without end. Full buckets are dropped (at most one sweep per second).
+        if buckets.map.len() >= MAX_BUCKETS
+            && now.duration_since(buckets.swept) >= Duration::from_secs(1)
+        {
+            buckets.map.retain(|_, b| !b.refilled(now));
+            buckets.swept = now;
+        }
+        let Bucket { tokens, at, .. } = buckets.map.entry(key).or_insert(Bucket {
+            tokens: rate,
+            at: now,
+            rate,
+        });
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(rate);
         *at = now;
         // A request costing more than a full bucket (a large batch under a low limit) is let

@@ -229,6 +229,12 @@ pub trait Store: Send + Sync + 'static {
         secret: &DerivationSecretRecord,
         rotate: bool,
     ) -> StoreResult<()>;
+    /// Looks for changes made by other processes now rather than at the next periodic
+    /// check (at most every few tens of milliseconds), e.g. after a lookup missed.
+    fn recheck(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// Ends a rotation: the `rotating` secret becomes `retired` (`NotFound` when there is
     /// none). Returns its id.
     fn finish_derivation_rotation(&self, tenant: &str) -> StoreResult<String>;

@@ -20,6 +20,8 @@ use super::{
 
 /// How often readers look for changes made by other processes.
 pub const RECHECK: Duration = Duration::from_millis(500);
+/// How often a lookup miss may force that look ([`Store::recheck`]).
+pub const MISS_RECHECK: Duration = Duration::from_millis(50);
 
 /// Versioned schema migrations, applied in order, each once.
 const MIGRATIONS: &[&str] = &[
@@ -91,6 +93,8 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     snapshot: RwLock<Snapshot>,
     seen: Mutex<(i64, Instant)>,
+    /// When a lookup miss last forced a look ([`Store::recheck`]).
+    forced: Mutex<Option<Instant>>,
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
@@ -122,6 +126,7 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             snapshot: RwLock::new(Snapshot::default()),
             seen: Mutex::new((-1, Instant::now())),
+            forced: Mutex::new(None),
         };
         store.reload()?;
         Ok(store)
@@ -149,9 +154,13 @@ impl SqliteStore {
     /// Reloads if another connection changed the database since the last look (checked at
     /// most every [`RECHECK`]).
     fn refresh(&self) -> StoreResult<()> {
+        self.refresh_after(RECHECK)
+    }
+
+    fn refresh_after(&self, interval: Duration) -> StoreResult<()> {
         {
             let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            if seen.1.elapsed() < RECHECK {
+            if seen.1.elapsed() < interval {
                 return Ok(());
             }
         }
@@ -510,6 +519,19 @@ impl Store for SqliteStore {
         self.read(|s| s.secrets.get(tenant).cloned().unwrap_or_default())
     }
 
+    fn recheck(&self) -> StoreResult<()> {
+        {
+            // Rate-limited on its own clock: a burst of unknown keys costs at most one
+            // look per MISS_RECHECK, however recent the last periodic look was.
+            let mut forced = self.forced.lock().unwrap_or_else(|p| p.into_inner());
+            if forced.is_some_and(|t| t.elapsed() < MISS_RECHECK) {
+                return Ok(());
+            }
+            *forced = Some(Instant::now());
+        }
+        self.refresh_after(Duration::ZERO)
+    }
+
     fn add_derivation_secret(&self, k: &DerivationSecretRecord, rotate: bool) -> StoreResult<()> {
         self.write(|tx| {
             let state = |s: &str| -> StoreResult<i64> {
@@ -655,7 +677,7 @@ mod tests {
         admin
             .update_tenant(&Tenant {
                 disabled: true,
-                ..t
+                ..t.clone()
             })
             .unwrap();
         let deadline = Instant::now() + RECHECK * 4;
@@ -663,6 +685,21 @@ mod tests {
             assert!(Instant::now() < deadline, "disable not seen");
             std::thread::sleep(Duration::from_millis(50));
         }
+        // A lookup miss may force the look well before RECHECK.
+        admin
+            .create_tenant(
+                &Tenant {
+                    id: "globex".into(),
+                    ..t.clone()
+                },
+                &KmsConfig {
+                    tenant: "globex".into(),
+                    ..c.clone()
+                },
+            )
+            .unwrap();
+        server.recheck().unwrap();
+        assert!(server.tenant("globex").unwrap().is_some());
         // Migrations are recorded once; reopening does not re-run them.
         drop(server);
         drop(admin);

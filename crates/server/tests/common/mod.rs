@@ -126,6 +126,9 @@ impl Store for CountingStore {
     fn finish_derivation_rotation(&self, tenant: &str) -> StoreResult<String> {
         self.inner.finish_derivation_rotation(tenant)
     }
+    fn recheck(&self) -> StoreResult<()> {
+        self.inner.recheck()
+    }
 }
 
 /// Records into memory and, optionally, into `audit.jsonl` in the data dir.
