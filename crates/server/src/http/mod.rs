@@ -184,6 +184,24 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
         .map_err(|_| ApiError::bad_request("request body exceeds 1 MiB or could not be read"))
 }
 
+/// Checks a list of ids (batch ids, field paths): 1 to [`MAX_BATCH`] items, each a valid
+/// id, no duplicates.
+fn distinct_ids(list: &str, item: &str, ids: &[String]) -> Result<(), ApiError> {
+    if ids.is_empty() || ids.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "{list} must hold 1 to {MAX_BATCH} items"
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    for id in ids {
+        check_id(item, id)?;
+        if !seen.insert(id) {
+            return Err(ApiError::bad_request(format!("duplicate {item} `{id}`")));
+        }
+    }
+    Ok(())
+}
+
 fn auth_first(s: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     authenticate(
         s.service.store().as_ref(),
@@ -533,18 +551,7 @@ async fn batch_wrap(
     let p = auth_first(&s, &headers)?;
     let body = read_body(body).await?;
     let req: BatchWrapReq = parse_json(&body)?;
-    if req.ids.is_empty() || req.ids.len() > MAX_BATCH {
-        return Err(ApiError::bad_request(format!(
-            "ids must hold 1 to {MAX_BATCH} items"
-        )));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for id in &req.ids {
-        check_id("id", id)?;
-        if !seen.insert(id) {
-            return Err(ApiError::bad_request(format!("duplicate id `{id}`")));
-        }
-    }
+    distinct_ids("ids", "id", &req.ids)?;
     admit(
         &s,
         &p,
@@ -725,23 +732,15 @@ async fn derive(
     let req: DeriveReq = parse_json(&body)?;
     let purpose = Purpose::parse(&req.purpose)
         .ok_or_else(|| ApiError::bad_request("purpose must be `deterministic` or `blind_index`"))?;
-    if req.paths.is_empty() || req.paths.len() > MAX_BATCH {
-        return Err(ApiError::bad_request(format!(
-            "paths must hold 1 to {MAX_BATCH} items"
-        )));
-    }
-    let mut seen = std::collections::HashSet::new();
-    let mut paths = Vec::with_capacity(req.paths.len());
-    for path in &req.paths {
-        check_id("path", path)?;
-        if !seen.insert(path) {
-            return Err(ApiError::bad_request(format!("duplicate path `{path}`")));
-        }
-        paths.push(
+    distinct_ids("paths", "path", &req.paths)?;
+    let paths = req
+        .paths
+        .iter()
+        .map(|path| {
             FieldPath::new(path.as_str())
-                .map_err(|_| ApiError::bad_request(format!("invalid field path `{path}`")))?,
-        );
-    }
+                .map_err(|_| ApiError::bad_request(format!("invalid field path `{path}`")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     admit(&s, &p, &req.tenant_id, "derive", "derive", 1, &req.metadata)?;
     let md = req.metadata.validate()?;
     let derived = s
