@@ -1,0 +1,113 @@
+// The public API of `keystead`, the same for browsers and Node. Types and documentation:
+// ../index.d.ts. Everything but init(), isKeysteadError() and httpRangeSource() runs in the
+// wasm module (crates/wasm); these wrappers only make the module load lazily and check that
+// handles are handles.
+import { keysteadError, load, loaded, wasm } from './backend.js';
+
+export function init(input) {
+  return load(input);
+}
+
+function identityArg(v, what) {
+  const m = wasm();
+  if (!(v instanceof m.Identity)) {
+    throw keysteadError('invalid_argument', `${what} must be an Identity`);
+  }
+  return m;
+}
+
+function rejecting(f) {
+  try {
+    return f();
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+export class Identity {
+  constructor() {
+    throw new TypeError('use Identity.generate(id) or importKeys(sealed, passphrase)');
+  }
+
+  static generate(id) {
+    return wasm().Identity.generate(id);
+  }
+
+  static [Symbol.hasInstance](v) {
+    const m = loaded();
+    return m !== null && v instanceof m.Identity;
+  }
+}
+
+export function exportKeys(identity, passphrase) {
+  return rejecting(() => identityArg(identity, 'identity').exportKeys(identity, passphrase));
+}
+
+export function importKeys(sealed, passphrase) {
+  return rejecting(() => wasm().importKeys(sealed, passphrase));
+}
+
+export function encryptStream(input, recipients, signer, options) {
+  return identityArg(signer, 'signer').encryptStream(input, recipients, signer, options);
+}
+
+export function decryptStream(input, identity, options) {
+  return identityArg(identity, 'identity').decryptStream(input, identity, options);
+}
+
+export function encryptBlob(blob, recipients, signer, options) {
+  return rejecting(() => identityArg(signer, 'signer').encryptBlob(blob, recipients, signer, options));
+}
+
+export function decryptBlob(blob, identity, options) {
+  return rejecting(() => identityArg(identity, 'identity').decryptBlob(blob, identity, options));
+}
+
+export function decryptRange(source, start, end, identity, options) {
+  return rejecting(() =>
+    identityArg(identity, 'identity').decryptRange(source, start, end, identity, options),
+  );
+}
+
+export function errorCodes() {
+  return wasm().errorCodes();
+}
+
+export function isKeysteadError(e) {
+  return e instanceof Error && e.name === 'KeysteadError' && typeof e.code === 'string';
+}
+
+export async function httpRangeSource(url, init = {}) {
+  const get = async (first, last) => {
+    const headers = new Headers(init.headers);
+    headers.set('Range', `bytes=${first}-${last}`);
+    let res;
+    try {
+      res = await fetch(url, { ...init, headers });
+    } catch (cause) {
+      throw Object.assign(keysteadError('source_failed', `fetching ${url} failed`), { cause });
+    }
+    if (res.status !== 206) {
+      await res.body?.cancel();
+      throw keysteadError(
+        'source_failed',
+        `expected 206 Partial Content for a Range request, got ${res.status}`,
+      );
+    }
+    return res;
+  };
+  const probe = await get(0, 0);
+  const total = /^bytes \d+-\d+\/(\d+)$/.exec(probe.headers.get('Content-Range') ?? '');
+  await probe.body?.cancel();
+  if (!total) {
+    throw keysteadError('source_failed', 'the response has no Content-Range with a total length');
+  }
+  return {
+    size: Number(total[1]),
+    async read(start, end) {
+      if (start === end) return new Uint8Array(0);
+      const res = await get(start, end - 1);
+      return new Uint8Array(await res.arrayBuffer());
+    },
+  };
+}

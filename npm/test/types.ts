@@ -1,0 +1,73 @@
+// Compiled by `tsc -p tsconfig.json` (never run): the API is usable as documented, through
+// the package's own name, and misuse fails to type-check.
+import {
+  decryptBlob,
+  decryptRange,
+  decryptStream,
+  encryptBlob,
+  encryptStream,
+  errorCodes,
+  exportKeys,
+  httpRangeSource,
+  Identity,
+  importKeys,
+  init,
+  isKeysteadError,
+  type ErrorCode,
+  type KeysteadError,
+  type Recipient,
+} from "keystead";
+
+export async function usage(file: File, input: ReadableStream<Uint8Array>): Promise<void> {
+  await init();
+  const me: Identity = Identity.generate("device/me");
+  const peer: Recipient = { id: "device/peer", publicKey: new Uint8Array(32) };
+
+  const { blob, accessBlock, documentId } = await encryptBlob(file, [me, peer], me, {
+    documentId: "doc-1",
+  });
+  const ds: string = documentId;
+  const plain: Blob = await decryptBlob(blob, me, {
+    accessBlock,
+    author: me.signingPublicKey,
+    type: "text/plain",
+  });
+
+  const enc = encryptStream(input, [me.recipient], me);
+  const out: ReadableStream<Uint8Array> = decryptStream(enc.stream, me, {
+    accessBlock: enc.accessBlock,
+    author: me.signingPublicKey,
+    trustedGranters: [me.signingPublicKey],
+  });
+
+  const bytes: Uint8Array = await decryptRange(blob, 0, 10, me, { accessBlock, author: me.signingPublicKey });
+  const remote = await httpRangeSource("https://example.invalid/a", { headers: { Authorization: "x" } });
+  const more: Uint8Array = await decryptRange(remote, 5, 6, me, { accessBlock, author: me.signingPublicKey });
+
+  const sealed: Uint8Array = await exportKeys(me, "correct horse");
+  const back: Identity = await importKeys(sealed, "correct horse");
+  back.free();
+
+  try {
+    await decryptBlob(blob, me, { accessBlock, author: me.signingPublicKey });
+  } catch (e) {
+    if (isKeysteadError(e)) {
+      const code: ErrorCode = e.code;
+      const err: KeysteadError = e;
+      void code;
+      void err;
+    }
+  }
+  const codes: ErrorCode[] = errorCodes();
+  void [ds, plain, out, bytes, more, codes];
+
+  // @ts-expect-error an Identity has no public constructor
+  new Identity();
+  // @ts-expect-error decryption needs the expected author
+  decryptStream(enc.stream, me, { accessBlock });
+  // @ts-expect-error the signer must be an Identity, not a public key
+  encryptStream(input, [me], me.signingPublicKey);
+  // @ts-expect-error codes are a closed union
+  const bad: ErrorCode = "oops";
+  void bad;
+}
