@@ -12,6 +12,8 @@
 //!   ChaCha20-Poly1305 with a key commitment and author signatures).
 //! * [`seal`] and [`grant`]: HPKE sealing of keys to X25519 public keys, and signed grants
 //!   collected in an access block.
+//! * [`device`] and [`key_export`]: a device's key pairs, and their passphrase-sealed export
+//!   (Argon2id, format `KSP`) that the wasm SDK's `exportKeys` / `importKeys` use.
 //! * [`search`]: searchable fields: keys derived per tenant, field path and purpose from a
 //!   derivation secret, deterministic field encryption (AES-256-SIV) and blind indexes
 //!   (truncated HMAC-SHA256).
@@ -31,10 +33,12 @@ pub(crate) mod hazmat;
 pub(crate) mod wire;
 
 pub mod attachment;
+pub mod device;
 pub mod edek;
 pub mod envelope;
 pub mod grant;
 pub mod ids;
+pub mod key_export;
 pub mod keys;
 pub mod seal;
 pub mod search;

@@ -25,8 +25,8 @@ use keystead_core::{
 use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
-use crate::device::DeviceKeys;
 use crate::error::{Error, ErrorCode, Result};
+use keystead_core::device::DeviceKeys;
 
 /// The longest valid attachment header (docs/FORMAT.md section 10.1): a ranged reader
 /// fetches this many bytes (or the whole file, if shorter) to get the header in one request.

@@ -7,11 +7,11 @@ use js_sys::Promise;
 use keystead_core::RecipientId;
 use wasm_bindgen::prelude::*;
 
-use crate::device::DeviceKeys;
 use crate::error::Error;
 use crate::js;
-use crate::keyfile::SealedKeys;
 use crate::rng::rng;
+use keystead_core::device::DeviceKeys;
+use keystead_core::key_export::SealedKeys;
 
 /// A device's keys: a recipient id, an X25519 key pair that grants are sealed to, and an
 /// Ed25519 key pair that signs what the device authors. JavaScript holds a handle only: the

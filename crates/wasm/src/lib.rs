@@ -47,21 +47,19 @@
 //! * **Private keys are handles.** `Identity` keeps both private keys in wasm memory
 //!   (zeroized on `free()`); the only way out is `exportKeys`, which seals them under a
 //!   passphrase with Argon2id v1.3 (m = 64 MiB, t = 3, p = 1, 16-byte salt; the floor is
-//!   enforced on import) into the `KSP` format of [`keyfile`].
+//!   enforced on import) into the `KSP` format of [`keystead_core::key_export`].
 //! * **Errors** are JS `Error`s with `name = "KeysteadError"` and a stable `code`
 //!   ([`error::ErrorCode`]); decryption failures stay opaque (`decrypt_failed`).
 //! * **Randomness** comes from `crypto.getRandomValues` through `getrandom`.
 //!
-//! The pure-Rust parts ([`engine`], [`keyfile`], [`device`], [`error`]) also build and are
+//! The pure-Rust parts ([`engine`], [`error`]) also build and are
 //! tested on the host; the `#[wasm_bindgen]` functions only work inside a JS engine.
 #![forbid(unsafe_code)]
 
-pub mod device;
 pub mod engine;
 pub mod error;
 pub mod identity;
 mod js;
-pub mod keyfile;
 pub mod range;
 pub mod rng;
 pub mod streams;

@@ -17,10 +17,10 @@ mod common;
 use std::rc::Rc;
 
 use common::*;
+use keystead_core::device::DeviceKeys;
+use keystead_core::key_export::SealedKeys;
 use keystead_core::stream::{SEGMENT_CT_SIZE, SEGMENT_SIZE};
-use keystead_wasm::device::DeviceKeys;
 use keystead_wasm::engine::{AccessPolicy, MAX_HEADER_LEN, RangeDecryptor};
-use keystead_wasm::keyfile::SealedKeys;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 

@@ -16,9 +16,9 @@ use std::path::PathBuf;
 use common::*;
 use keystead_core::attachment::AttachmentHeader;
 use keystead_core::grant::{AccessBlock, Grant};
+use keystead_core::key_export::{KdfParams, SealedKeys};
 use keystead_core::seal::{Purpose, SealedKey};
 use keystead_core::{Dek, DocumentId, RecipientId};
-use keystead_wasm::keyfile::{KdfParams, SealedKeys};
 use serde_json::{Value, json};
 
 fn vectors_dir() -> PathBuf {

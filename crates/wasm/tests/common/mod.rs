@@ -4,8 +4,8 @@
 use std::rc::Rc;
 
 use chacha20::ChaCha20Rng;
+use keystead_core::device::DeviceKeys;
 use keystead_core::{DocumentId, RecipientId};
-use keystead_wasm::device::DeviceKeys;
 use keystead_wasm::engine::{AccessPolicy, DecryptSession, EncryptSession, Recipient};
 use rand_core::SeedableRng;
 
@@ -185,7 +185,7 @@ impl rand_core::TryCryptoRng for ReplayRng {}
 
 // ---- checks of the shared vector files, run natively (tests/vectors.rs) and in wasm ----
 
-use keystead_wasm::keyfile::{KdfParams, SealedKeys};
+use keystead_core::key_export::{KdfParams, SealedKeys};
 use serde_json::Value;
 
 pub fn s<'a>(v: &'a Value, k: &str) -> &'a str {

@@ -11,9 +11,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use keystead_core::attachment::{AttachmentHeader, HEADER_PREFIX_LEN};
+use keystead_core::device::DeviceKeys;
 use keystead_core::edek::{Edek, EdekHeader};
 use keystead_core::envelope::{EdekPlacement, EncryptedDocument, encrypt_field};
 use keystead_core::grant::{AccessBlock, Grant};
+use keystead_core::key_export::{KdfParams, SealedKeys};
 use keystead_core::seal::{Purpose, SealedKey};
 use keystead_core::search::{DerivedKey, DeterministicCipher, Purpose as SearchPurpose};
 use keystead_core::stream::{AttachmentParams, SEGMENT_SIZE, StreamEncryptor};
@@ -33,12 +35,13 @@ fn main() {
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"));
-    let targets: [(&str, Seeds); 5] = [
+    let targets: [(&str, Seeds); 6] = [
         ("edek", edek_seeds()),
         ("envelope", envelope_seeds()),
         ("attachment", attachment_seeds()),
         ("sealed_key", sealed_key_seeds()),
         ("search", search_seeds()),
+        ("key_export", key_export_seeds()),
     ];
     for (target, seeds) in targets {
         let target_dir = dir.join(target);
@@ -362,6 +365,37 @@ fn search_seeds() -> Seeds {
         (
             "deterministic-other-secret",
             ok(other.encrypt(b"1 Main Street")),
+        ),
+    ]
+}
+
+/// Sealed device keys with the shortest and the longest recipient id, and with the strongest
+/// parameters a reader accepts (only written, never opened here: the fuzz target parses).
+fn key_export_seeds() -> Seeds {
+    let seal = |id: &str, params: KdfParams, stream: u64| {
+        let keys = DeviceKeys::generate(&mut rng(stream), ok(RecipientId::new(id)));
+        ok(ok(SealedKeys::seal_with_params(
+            &mut rng(stream + 1),
+            &keys,
+            "fuzz passphrase",
+            params,
+        ))
+        .to_bytes())
+    };
+    let long_id = "d".repeat(256);
+    vec![
+        ("short-id", seal("d", KdfParams::DEFAULT, 40)),
+        ("long-id", seal(&long_id, KdfParams::DEFAULT, 42)),
+        (
+            "ceiling",
+            seal(
+                "device/x",
+                KdfParams {
+                    memory_kib: KdfParams::DEFAULT.memory_kib,
+                    ..KdfParams::CEILING
+                },
+                44,
+            ),
         ),
     ]
 }

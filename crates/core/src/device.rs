@@ -1,6 +1,8 @@
-//! A device's keys: what the JS class `Identity` holds.
+//! A device's keys (DESIGN.md, "Users and devices"): what the wasm SDK's JS class `Identity`
+//! holds and what a `KSP` export ([`crate::key_export`]) seals.
 
-use keystead_core::{EncryptionKeyPair, RecipientId, SigningKeyPair};
+use crate::ids::RecipientId;
+use crate::keys::{EncryptionKeyPair, SigningKeyPair};
 use rand_core::CryptoRng;
 
 /// One device (DESIGN.md, "Users and devices"): a recipient id, an X25519 key pair that grants

@@ -1,5 +1,6 @@
-//! Passphrase-sealed device keys, format `KSP` version 1: the bytes `exportKeys` returns and
-//! `importKeys` reads. The only way private keys leave the wasm module.
+//! Passphrase-sealed device keys, format `KSP` version 1 (docs/FORMAT.md §23): the bytes the
+//! wasm SDK's `exportKeys` returns and `importKeys` reads, the only form in which it lets
+//! private keys leave WebAssembly memory.
 //!
 //! ```text
 //! sealed keys = header ‖ ciphertext [80]
@@ -29,21 +30,22 @@
 //!   public keys. After decryption the private keys must reproduce the stored public keys.
 //! * A wrong passphrase, like any tampering, is `Decrypt`.
 
+use alloc::vec::Vec;
+
 use chacha20poly1305::ChaCha20Poly1305;
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use hkdf::Hkdf;
-use keystead_core::{
-    EncryptionKeyPair, EncryptionPublicKey, Error, FormatError, RecipientId, Result,
-    SigningKeyPair, SigningPublicKey,
-};
 use rand_core::CryptoRng;
 use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::device::DeviceKeys;
+use crate::error::{Error, FormatError, Result};
+use crate::ids::RecipientId;
+use crate::keys::{EncryptionKeyPair, EncryptionPublicKey, SigningKeyPair, SigningPublicKey};
+use crate::wire::{self, Reader};
 
 const MAGIC: &[u8; 3] = b"KSP";
-const VERSION: u8 = 1;
 const KDF_ARGON2ID_13: u8 = 1;
 const LABEL: &[u8] = b"keystead/v1/key-export";
 /// Length of the random salt.
@@ -140,7 +142,7 @@ impl SealedKeys {
         let mut buf = Zeroizing::new([0u8; SECRETS_LEN]);
         buf[..32].copy_from_slice(&*keys.encryption().expose_secret());
         buf[32..].copy_from_slice(&*keys.signing().expose_secret());
-        let aad = lp32(&sealed.header()?)?;
+        let aad = wire::length_prefixed_aad(&sealed.header()?)?;
         let tag = ChaCha20Poly1305::new((&*key).into())
             .encrypt_inout_detached(&[0u8; 12].into(), &aad, (&mut buf[..]).into())
             .map_err(|_| Error::Limit)?;
@@ -153,7 +155,7 @@ impl SealedKeys {
     /// private keys match the stored public keys. Any failure is [`Error::Decrypt`].
     pub fn open(&self, passphrase: &str) -> Result<DeviceKeys> {
         let key = derive_key(passphrase, &self.salt, &self.params)?;
-        let aad = lp32(&self.header()?)?;
+        let aad = wire::length_prefixed_aad(&self.header()?)?;
         let mut buf = Zeroizing::new([0u8; SECRETS_LEN]);
         buf.copy_from_slice(&self.ciphertext[..SECRETS_LEN]);
         let tag: [u8; TAG_LEN] = {
@@ -181,14 +183,8 @@ impl SealedKeys {
 
     /// Parses a `KSP` blob (no trailing bytes).
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        let mut r = Reader(bytes);
-        if r.take(3)? != MAGIC {
-            return Err(FormatError::BadMagic.into());
-        }
-        match r.u8()? {
-            VERSION => {}
-            v => return Err(FormatError::UnknownVersion(v).into()),
-        }
+        let mut r = Reader::new(bytes);
+        r.magic(MAGIC)?;
         if r.u8()? != KDF_ARGON2ID_13 {
             return Err(FormatError::InvalidValue.into());
         }
@@ -199,20 +195,15 @@ impl SealedKeys {
         };
         params.check()?;
         let salt = r.array()?;
-        let id_len = usize::from(r.u16()?);
-        if id_len > MAX_ID_LEN {
-            return Err(FormatError::TooLong.into());
-        }
-        let id = core::str::from_utf8(r.take(id_len)?).map_err(|_| FormatError::InvalidValue)?;
+        let id =
+            core::str::from_utf8(r.lp16(1, MAX_ID_LEN)?).map_err(|_| FormatError::InvalidValue)?;
         let id = RecipientId::new(id).map_err(|_| FormatError::InvalidValue)?;
         let encryption_key =
             EncryptionPublicKey::from_bytes(&r.array()?).map_err(|_| FormatError::InvalidValue)?;
         let signing_key =
             SigningPublicKey::from_bytes(&r.array()?).map_err(|_| FormatError::InvalidValue)?;
         let ciphertext = r.array()?;
-        if !r.0.is_empty() {
-            return Err(FormatError::TrailingBytes.into());
-        }
+        r.finish()?;
         Ok(Self {
             params,
             salt,
@@ -232,18 +223,14 @@ impl SealedKeys {
 
     /// Everything before the ciphertext (what the AAD binds).
     fn header(&self) -> Result<Vec<u8>> {
-        let id = self.id.as_bytes();
         let mut out = Vec::with_capacity(MAX_LEN);
-        out.extend_from_slice(MAGIC);
-        out.push(VERSION);
+        wire::put_magic(&mut out, MAGIC);
         out.push(KDF_ARGON2ID_13);
         out.extend_from_slice(&self.params.memory_kib.to_be_bytes());
         out.extend_from_slice(&self.params.iterations.to_be_bytes());
         out.extend_from_slice(&self.params.parallelism.to_be_bytes());
         out.extend_from_slice(&self.salt);
-        let n = u16::try_from(id.len()).map_err(|_| Error::Limit)?;
-        out.extend_from_slice(&n.to_be_bytes());
-        out.extend_from_slice(id);
+        wire::put_lp16(&mut out, self.id.as_bytes())?;
         out.extend_from_slice(&self.encryption_key.to_bytes());
         out.extend_from_slice(&self.signing_key.to_bytes());
         Ok(out)
@@ -301,42 +288,6 @@ fn derive_key(
         .expand(LABEL, &mut key[..])
         .map_err(|_| Error::Limit)?;
     Ok(key)
-}
-
-fn lp32(bytes: &[u8]) -> Result<Vec<u8>> {
-    let n = u32::try_from(bytes.len()).map_err(|_| Error::Limit)?;
-    let mut out = Vec::with_capacity(bytes.len() + 4);
-    out.extend_from_slice(&n.to_be_bytes());
-    out.extend_from_slice(bytes);
-    Ok(out)
-}
-
-/// A bounds-checked cursor (the core's own reader is crate-private).
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.0.len() < n {
-            return Err(FormatError::UnexpectedEnd.into());
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.array::<1>()?[0])
-    }
-    fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_be_bytes(self.array()?))
-    }
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
 }
 
 #[cfg(test)]
