@@ -17,11 +17,12 @@ use crate::clock::SystemClock;
 use crate::http::{AppState, RateLimiter, admin_app, app};
 use crate::kms::RetryPolicy;
 use crate::kms::builtin::{BuiltinKms, RootKey};
+use crate::kms::net::OutboundPolicy;
 use crate::lease::{MAX_LEASE, MAX_RENEW};
 use crate::metrics::Metrics;
 use crate::service::{Service, ServiceOptions, create_builtin_tenant};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, TenantMode};
+use crate::store::{ConfigState, KmsConfig, Store, TenantMode};
 use crate::tls;
 use crate::util::unix_now;
 
@@ -100,6 +101,51 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
+    outbound: Option<OutboundFile>,
+}
+
+/// `[outbound]`: where connections to tenants' KMSs may go (see `kms::net`).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct OutboundFile {
+    /// Non-public networks to allow, CIDR (e.g. "10.20.0.0/16", "127.0.0.1/32").
+    #[serde(default)]
+    allow: Vec<String>,
+    /// Accept plain http:// KMS endpoints (test peers only).
+    #[serde(default)]
+    allow_plain_http: bool,
+    /// Extra CA certificates (PEM files) trusted for KMS endpoints.
+    #[serde(default)]
+    ca_files: Vec<PathBuf>,
+}
+
+impl OutboundFile {
+    fn policy(&self) -> Result<OutboundPolicy, BoxError> {
+        let mut p = OutboundPolicy {
+            allow_plain_http: self.allow_plain_http,
+            ..OutboundPolicy::default()
+        };
+        for a in &self.allow {
+            let net = a
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| a.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("[outbound] allow: '{a}' is not an address or CIDR"))?;
+            p.allow.push(net);
+        }
+        for f in &self.ca_files {
+            p.extra_roots_pem.push(
+                std::fs::read(f)
+                    .map_err(|e| format!("[outbound] ca_files {}: {e}", f.display()))?,
+            );
+        }
+        Ok(p)
+    }
+}
+
+fn outbound_policy(file: &FileConfig) -> Result<OutboundPolicy, BoxError> {
+    file.outbound
+        .as_ref()
+        .map_or_else(|| Ok(OutboundPolicy::default()), OutboundFile::policy)
 }
 
 #[derive(Subcommand, Debug)]
@@ -111,7 +157,7 @@ enum TenantCmd {
         /// Wrapping mode.
         #[arg(long, default_value = "leasing")]
         mode: String,
-        /// KMS: `builtin` (other providers arrive with the KMS adapters).
+        /// KMS: `builtin`. A tenant's own KMS is added with `add-kms-config --primary`.
         #[arg(long, default_value = "builtin")]
         kms: String,
         /// Lease length (leasing mode), e.g. `1h`; at most 24h.
@@ -173,6 +219,47 @@ enum TenantCmd {
     },
     /// List the tenant's derivation secrets and their state.
     DerivationSecrets {
+        /// Tenant id.
+        tenant_id: String,
+    },
+    /// Add a KMS configuration to a tenant (the tenant's own KMS: aws, vault, kmip, pkcs11,
+    /// gcp, azure; see docs/KMS.md). Settings are JSON; credentials in them are stored
+    /// sealed under the root key. The adapter is built, and with `--check` the key is
+    /// described through the KMS, before anything is stored.
+    AddKmsConfig {
+        /// Tenant id.
+        tenant_id: String,
+        /// Config id (unique per tenant), e.g. `aws-prod`.
+        config_id: String,
+        /// Provider name.
+        #[arg(long)]
+        provider: String,
+        /// Settings file (JSON), `-` for standard input.
+        #[arg(long)]
+        settings: PathBuf,
+        /// Make it the tenant's primary config (new wraps use it).
+        #[arg(long)]
+        primary: bool,
+        /// Call the KMS once (describe the key) before storing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Make a config the tenant's primary: new wraps use it; `rekey` moves EDEKs to it.
+    SetPrimary {
+        /// Tenant id.
+        tenant_id: String,
+        /// Config id.
+        config_id: String,
+    },
+    /// Retire a config: EDEKs still under it answer `422 key_retired`. Not the primary.
+    RetireConfig {
+        /// Tenant id.
+        tenant_id: String,
+        /// Config id.
+        config_id: String,
+    },
+    /// List the tenant's KMS configs (never their settings).
+    Configs {
         /// Tenant id.
         tenant_id: String,
     },
@@ -273,12 +360,12 @@ fn run(cli: Cli) -> Result<(), BoxError> {
     let dir = data_dir(&cli, &file);
     match cli.command {
         Command::Serve(ref args) => serve(&dir, args, &file),
-        Command::Tenant(cmd) => tenant_cmd(&dir, cmd),
+        Command::Tenant(cmd) => tenant_cmd(&dir, cmd, &file),
         Command::ServiceKey(cmd) => key_cmd(&dir, cmd),
     }
 }
 
-fn tenant_cmd(dir: &Path, cmd: TenantCmd) -> Result<(), BoxError> {
+fn tenant_cmd(dir: &Path, cmd: TenantCmd, file: &FileConfig) -> Result<(), BoxError> {
     let (store, builtin) = open_data_dir(dir)?;
     let get = |id: &str| -> Result<crate::store::Tenant, BoxError> {
         store
@@ -297,7 +384,11 @@ fn tenant_cmd(dir: &Path, cmd: TenantCmd) -> Result<(), BoxError> {
                 .map_err(|_| "tenant id must be 1 to 256 bytes without control characters")?;
             let mode = TenantMode::parse(&mode).ok_or("--mode must be 'leasing' or 'remote'")?;
             if kms != "builtin" {
-                return Err("only --kms builtin is available until the KMS adapters land".into());
+                return Err(
+                    "a tenant starts on the built-in KMS (a vendor-provided key); add its \
+                            own KMS with `tenant add-kms-config --primary`"
+                        .into(),
+                );
             }
             let lease = parse_duration(&lease).ok_or("--lease: use e.g. 1h, 30m")? as u64;
             let renew = parse_duration(&renew).ok_or("--renew: use e.g. 20m")? as u64;
@@ -352,7 +443,7 @@ fn tenant_cmd(dir: &Path, cmd: TenantCmd) -> Result<(), BoxError> {
         }
         TenantCmd::RotateDerivationSecret { tenant_id } => {
             get(&tenant_id)?;
-            let service = operator_service(dir, store, builtin)?;
+            let service = operator_service(dir, store, builtin, file)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -365,11 +456,124 @@ fn tenant_cmd(dir: &Path, cmd: TenantCmd) -> Result<(), BoxError> {
         }
         TenantCmd::FinishDerivationRotation { tenant_id } => {
             get(&tenant_id)?;
-            let service = operator_service(dir, store, builtin)?;
+            let service = operator_service(dir, store, builtin, file)?;
             let id = service
                 .finish_derivation_rotation(&tenant_id)
                 .map_err(|e| e.message)?;
             eprintln!("tenant {tenant_id}: derivation secret {id} retired");
+        }
+        TenantCmd::AddKmsConfig {
+            tenant_id,
+            config_id,
+            provider,
+            settings,
+            primary,
+            check,
+        } => {
+            let mut t = get(&tenant_id)?;
+            keystead_core::ConfigId::new(&config_id)
+                .map_err(|_| "config id must be 1 to 256 bytes without control characters")?;
+            if store.config(&tenant_id, &config_id)?.is_some() {
+                return Err(
+                    format!("tenant {tenant_id} already has a config '{config_id}'").into(),
+                );
+            }
+            let raw = zeroize::Zeroizing::new(if settings.as_os_str() == "-" {
+                let mut b = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
+                b
+            } else {
+                std::fs::read(&settings).map_err(|e| format!("{}: {e}", settings.display()))?
+            });
+            let value: serde_json::Value =
+                serde_json::from_slice(&raw).map_err(|e| format!("settings are not JSON: {e}"))?;
+            let ctx = crate::kms::registry::BuildContext {
+                outbound: outbound_policy(file)?,
+                timeout: RetryPolicy::default().timeout,
+            };
+            let kms = crate::kms::registry::build(&provider, value, &ctx, &builtin)
+                .map_err(|e| format!("{provider} settings: {e}"))?;
+            if check {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let key = crate::kms::KeyRef {
+                    tenant: tenant_id.clone(),
+                    config: config_id.clone(),
+                    version: None,
+                };
+                let v = rt
+                    .block_on(kms.describe(&key))
+                    .map_err(|e| format!("the KMS check failed: {e}"))?;
+                eprintln!("KMS check passed (key version {v})");
+            }
+            let sealed = builtin.seal_settings(&tenant_id, &config_id, &raw)?;
+            store.put_config(&KmsConfig {
+                tenant: tenant_id.clone(),
+                id: config_id.clone(),
+                provider: provider.clone(),
+                state: ConfigState::Active,
+                settings: sealed,
+            })?;
+            if primary {
+                t.primary_config = config_id.clone();
+                store.update_tenant(&t)?;
+            }
+            eprintln!(
+                "tenant {tenant_id}: added {provider} config {config_id}{}",
+                if primary { " (primary)" } else { "" }
+            );
+        }
+        TenantCmd::SetPrimary {
+            tenant_id,
+            config_id,
+        } => {
+            let mut t = get(&tenant_id)?;
+            let c = store
+                .config(&tenant_id, &config_id)?
+                .ok_or_else(|| format!("tenant {tenant_id} has no config '{config_id}'"))?;
+            if c.state == ConfigState::Retired {
+                return Err(format!("config {config_id} is retired").into());
+            }
+            t.primary_config = config_id.clone();
+            store.update_tenant(&t)?;
+            eprintln!("tenant {tenant_id}: primary config is now {config_id}");
+        }
+        TenantCmd::RetireConfig {
+            tenant_id,
+            config_id,
+        } => {
+            let t = get(&tenant_id)?;
+            if t.primary_config == config_id {
+                return Err(
+                    "the primary config cannot be retired; set another primary first".into(),
+                );
+            }
+            let mut c = store
+                .config(&tenant_id, &config_id)?
+                .ok_or_else(|| format!("tenant {tenant_id} has no config '{config_id}'"))?;
+            c.state = ConfigState::Retired;
+            store.put_config(&c)?;
+            eprintln!("tenant {tenant_id}: config {config_id} retired");
+        }
+        TenantCmd::Configs { tenant_id } => {
+            let t = get(&tenant_id)?;
+            for c in store.configs(&tenant_id)? {
+                println!(
+                    "{}\t{}\t{}{}",
+                    c.id,
+                    c.provider,
+                    match c.state {
+                        ConfigState::Active => "active",
+                        ConfigState::Retired => "retired",
+                    },
+                    if c.id == t.primary_config {
+                        "\tprimary"
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
         TenantCmd::DerivationSecrets { tenant_id } => {
             get(&tenant_id)?;
@@ -394,6 +598,7 @@ fn operator_service(
     dir: &Path,
     store: Arc<dyn Store>,
     builtin: Arc<BuiltinKms>,
+    file: &FileConfig,
 ) -> Result<Service, BoxError> {
     let audit = Arc::new(JsonLinesSink::open(&dir.join("audit.jsonl"))?);
     Ok(Service::new(
@@ -404,6 +609,7 @@ fn operator_service(
         Arc::new(SystemClock::default()),
         ServiceOptions {
             instance: "operator-cli".into(),
+            outbound: outbound_policy(file)?,
             ..Default::default()
         },
     ))
@@ -494,6 +700,7 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
     let audit = Arc::new(JsonLinesSink::open(&dir.join("audit.jsonl"))?);
     let mut opts = ServiceOptions {
         dev_autocreate: dev,
+        outbound: outbound_policy(file)?,
         ..Default::default()
     };
     if let Some(ms) = args.kms_timeout_ms.or(file.kms_timeout_ms) {

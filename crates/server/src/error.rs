@@ -137,6 +137,10 @@ impl From<KmsError> for ApiError {
                 ApiError::edek_invalid("the EDEK is not valid for this tenant")
             }
             KmsError::Busy => ApiError::rate_limited(1),
+            KmsError::CircuitOpen { retry_after_secs } => ApiError {
+                retry_after: Some(retry_after_secs.max(1)),
+                ..ApiError::new(503, "kms_unreachable", "the tenant's KMS is unreachable")
+            },
         }
     }
 }

@@ -19,7 +19,10 @@ use crate::audit::{AuditEvent, AuditSink, KmsInfo};
 use crate::auth::Principal;
 use crate::clock::Clock;
 use crate::error::ApiError;
+use crate::kms::breaker::{Breaker, BreakerPolicy};
 use crate::kms::builtin::BuiltinKms;
+use crate::kms::net::OutboundPolicy;
+use crate::kms::registry::{BuildContext, Registry};
 use crate::kms::{Generated, KeyRef, Kms, KmsError, RetryPolicy, Wrapped, with_retries};
 use crate::lease::{LeaseManager, LeasePolicy, leased_key_context};
 use crate::metrics::Metrics;
@@ -41,6 +44,10 @@ pub struct ServiceOptions {
     pub batch_fanout: usize,
     /// Auto-create unknown tenants (built-in KMS, leasing mode): `--dev` only.
     pub dev_autocreate: bool,
+    /// Circuit breaker per KMS config.
+    pub breaker: BreakerPolicy,
+    /// What outbound KMS connections may reach.
+    pub outbound: OutboundPolicy,
 }
 
 impl Default for ServiceOptions {
@@ -52,8 +59,16 @@ impl Default for ServiceOptions {
             kms_queue_wait: Duration::from_millis(200),
             batch_fanout: 16,
             dev_autocreate: false,
+            breaker: BreakerPolicy::default(),
+            outbound: OutboundPolicy::default(),
         }
     }
+}
+
+/// Per (tenant, KMS config): the concurrency limit and the circuit breaker.
+struct KmsGate {
+    slots: Arc<Semaphore>,
+    breaker: Breaker,
 }
 
 /// A DEK and its EDEK, as a wrap returns them.
@@ -73,7 +88,8 @@ pub struct Service {
     audit: Arc<dyn AuditSink>,
     metrics: Arc<Metrics>,
     opts: ServiceOptions,
-    kms_slots: Mutex<HashMap<(String, String), Arc<Semaphore>>>,
+    kms_gates: Mutex<HashMap<(String, String), Arc<KmsGate>>>,
+    adapters: Registry,
     versions: Mutex<HashMap<(String, String), (u32, Duration)>>,
     clock: Arc<dyn Clock>,
 }
@@ -109,7 +125,8 @@ impl Service {
             audit,
             metrics,
             opts,
-            kms_slots: Mutex::new(HashMap::new()),
+            kms_gates: Mutex::new(HashMap::new()),
+            adapters: Registry::default(),
             versions: Mutex::new(HashMap::new()),
             clock,
         }
@@ -155,15 +172,17 @@ impl Service {
                 return Ok(k.clone());
             }
         }
-        match config.provider.as_str() {
-            "builtin" => Ok(self.builtin.clone()),
-            other => Err(ApiError {
-                status: 502,
-                code: "kms_error",
-                message: format!("KMS provider '{other}' is not available in this build"),
-                retry_after: None,
-            }),
-        }
+        let ctx = BuildContext {
+            outbound: self.opts.outbound.clone(),
+            timeout: self.opts.retry.timeout,
+        };
+        self.adapters.get(config, &ctx, &self.builtin).map_err(|e| {
+            // The reason (a settings or provider problem) is for the operator's log;
+            // the API answers with the stable code only.
+            tracing::warn!(tenant = %config.tenant, config = %config.id,
+                    provider = %config.provider, error = %e, "KMS adapter unavailable");
+            ApiError::from(e)
+        })
     }
 
     /// One KMS call with the per-config concurrency limit, timeout, retries and metrics.
@@ -178,22 +197,44 @@ impl Service {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, KmsError>>,
     {
-        let slots = self
-            .kms_slots
+        let gate = self
+            .kms_gates
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry((tenant.to_owned(), config.to_owned()))
-            .or_insert_with(|| Arc::new(Semaphore::new(self.opts.kms_concurrency)))
+            .or_insert_with(|| {
+                Arc::new(KmsGate {
+                    slots: Arc::new(Semaphore::new(self.opts.kms_concurrency)),
+                    breaker: Breaker::new(self.opts.breaker),
+                })
+            })
             .clone();
-        let _permit =
-            match tokio::time::timeout(self.opts.kms_queue_wait, slots.acquire_owned()).await {
-                Ok(Ok(p)) => p,
-                _ => {
-                    self.metrics.kms_call(kms.provider(), "busy");
-                    return Err(KmsError::Busy);
-                }
-            };
+        // A dead KMS fails fast instead of holding a slot for a whole timeout per call.
+        if let Err(open) = gate.breaker.admit(std::time::Instant::now()) {
+            self.metrics.kms_call(kms.provider(), "circuit_open");
+            return Err(KmsError::CircuitOpen {
+                retry_after_secs: open.retry_after.as_secs().max(1),
+            });
+        }
+        let _permit = match tokio::time::timeout(
+            self.opts.kms_queue_wait,
+            gate.slots.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                // Not an answer about the KMS: let the breaker's probe slot go.
+                gate.breaker.record(std::time::Instant::now(), false);
+                self.metrics.kms_call(kms.provider(), "busy");
+                return Err(KmsError::Busy);
+            }
+        };
         let res = with_retries(self.opts.retry, &mut call).await;
+        gate.breaker.record(
+            std::time::Instant::now(),
+            matches!(res, Err(KmsError::Unreachable(_) | KmsError::Timeout)),
+        );
         self.metrics.kms_call(
             kms.provider(),
             res.as_ref().map_or_else(|e| e.outcome(), |_| "success"),

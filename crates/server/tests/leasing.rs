@@ -17,6 +17,7 @@ use keystead_server::auth::{OPS, Principal};
 use keystead_server::clock::ManualClock;
 use keystead_server::error::ApiError;
 use keystead_server::kms::RetryPolicy;
+use keystead_server::kms::breaker::BreakerPolicy;
 use keystead_server::kms::builtin::{BuiltinKms, RootKey};
 use keystead_server::kms::fake::{Behavior, FakeKms};
 use keystead_server::lease::{LeasePolicy, MAX_LEASE, MAX_RENEW};
@@ -89,6 +90,12 @@ impl World {
                 timeout: KMS_TIMEOUT,
                 attempts: 1,
                 backoff: Duration::from_millis(10),
+            },
+            // These tests count KMS calls through outages: a breaker that probes at once
+            // after opening keeps those counts exact (the breaker has its own test).
+            breaker: BreakerPolicy {
+                threshold: 5,
+                cool_down: Duration::ZERO,
             },
             ..ServiceOptions::default()
         };
@@ -606,4 +613,75 @@ async fn kms_concurrency_limit_answers_429() {
     assert!(a.is_ok());
     let e = assert_code(b, 429, "rate_limited");
     assert!(e.retry_after.is_some());
+}
+
+/// The circuit breaker: after `threshold` consecutive unreachable answers, calls fail fast
+/// with `503 kms_unreachable` and `Retry-After` without reaching the KMS; after the
+/// cool-down one probe goes through, and a success closes the breaker.
+#[tokio::test]
+async fn circuit_breaker_fails_fast_then_probes() {
+    let world = World::new(TenantMode::Remote, 3600, 600);
+    let opts = ServiceOptions {
+        instance: "es-breaker".into(),
+        retry: RetryPolicy {
+            timeout: KMS_TIMEOUT,
+            attempts: 1,
+            backoff: Duration::from_millis(10),
+        },
+        breaker: BreakerPolicy {
+            threshold: 3,
+            cool_down: Duration::from_millis(400),
+        },
+        ..ServiceOptions::default()
+    };
+    let service = Arc::new(Service::new(
+        world.store.clone(),
+        world.builtin.clone(),
+        Arc::new(MemorySink::default()),
+        Arc::new(Metrics::default()),
+        world.clock.clone(),
+        opts,
+    ));
+    service.set_kms_override(TENANT, CONFIG, world.fake.clone());
+    let (p, md) = (principal(), meta());
+    let w = service.wrap(&p, TENANT, &md).await.unwrap();
+    world.fake.set(Behavior::Unreachable);
+    let before = world.calls();
+    for _ in 0..3 {
+        assert_code(
+            quick(service.unwrap(&p, TENANT, &w.edek, &md)).await,
+            503,
+            "kms_unreachable",
+        );
+    }
+    assert_eq!(world.calls(), before + 3, "each call reached the KMS");
+    // Open: answered at once, no KMS call, Retry-After set.
+    for _ in 0..5 {
+        let e = assert_code(
+            quick(service.unwrap(&p, TENANT, &w.edek, &md)).await,
+            503,
+            "kms_unreachable",
+        );
+        assert!(e.retry_after.is_some_and(|s| s >= 1));
+    }
+    assert_eq!(
+        world.calls(),
+        before + 3,
+        "an open breaker makes no KMS call"
+    );
+    // The KMS is back, but the breaker is still open until the cool-down ends.
+    world.fake.set(Behavior::Normal);
+    assert_code(
+        quick(service.unwrap(&p, TENANT, &w.edek, &md)).await,
+        503,
+        "kms_unreachable",
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    quick(service.unwrap(&p, TENANT, &w.edek, &md))
+        .await
+        .unwrap();
+    quick(service.unwrap(&p, TENANT, &w.edek, &md))
+        .await
+        .unwrap();
+    assert_eq!(world.calls(), before + 5, "probe, then closed");
 }

@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::{BoxFuture, Generated, KeyRef, Kms, KmsError, Wrapped};
@@ -92,6 +94,16 @@ fn root_aad(tenant: &str, config: &str, version: u32) -> Vec<u8> {
     aad
 }
 
+const SETTINGS_PREFIX: &str = "sealed:v1:";
+const SETTINGS_AAD: &[u8] = b"keystead/v1/kms-settings";
+
+fn settings_aad(tenant: &str, config: &str) -> Vec<u8> {
+    let mut aad = SETTINGS_AAD.to_vec();
+    lp16(&mut aad, tenant.as_bytes());
+    lp16(&mut aad, config.as_bytes());
+    aad
+}
+
 /// The built-in KMS.
 pub struct BuiltinKms {
     root: RootKey,
@@ -102,6 +114,61 @@ impl BuiltinKms {
     /// A built-in KMS over `store`, sealing with `root`.
     pub fn new(root: RootKey, store: Arc<dyn Store>) -> Self {
         Self { root, store }
+    }
+
+    /// Seals a KMS config's settings (which may hold credentials) for the store:
+    /// `sealed:v1:` ‖ base64(nonce ‖ AES-256-GCM(root key, settings, AAD = tenant, config)).
+    pub fn seal_settings(
+        &self,
+        tenant: &str,
+        config: &str,
+        settings: &[u8],
+    ) -> Result<String, KmsError> {
+        let nonce = random_bytes::<12>();
+        let ct = self
+            .root
+            .cipher()
+            .encrypt(
+                (&nonce).into(),
+                Payload {
+                    msg: settings,
+                    aad: &settings_aad(tenant, config),
+                },
+            )
+            .map_err(|_| KmsError::Other("sealing failed".into()))?;
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&ct);
+        Ok(format!("{SETTINGS_PREFIX}{}", B64.encode(sealed)))
+    }
+
+    /// Opens settings stored by [`Self::seal_settings`]; settings without the prefix are
+    /// returned as they are (they hold no credentials, e.g. `{}`).
+    pub fn open_settings(
+        &self,
+        tenant: &str,
+        config: &str,
+        stored: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        let Some(b64) = stored.strip_prefix(SETTINGS_PREFIX) else {
+            return Ok(Zeroizing::new(stored.as_bytes().to_vec()));
+        };
+        let bad = || KmsError::Other("sealed KMS settings do not open under the root key".into());
+        let sealed = B64.decode(b64).map_err(|_| bad())?;
+        if sealed.len() < 12 + 16 {
+            return Err(bad());
+        }
+        let (nonce, ct) = sealed.split_at(12);
+        self.root
+            .cipher()
+            .decrypt(
+                &nonce_array(nonce),
+                Payload {
+                    msg: ct,
+                    aad: &settings_aad(tenant, config),
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| bad())
     }
 
     /// Creates the next master key version for (tenant, config) and returns its number.

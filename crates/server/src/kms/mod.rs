@@ -2,9 +2,13 @@
 //! the way the API reports them, and a wrapper that adds a timeout and bounded, jittered
 //! retries for retryable errors only.
 
+pub mod breaker;
 pub mod builtin;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+pub mod net;
+pub mod registry;
+pub mod secret;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -65,6 +69,13 @@ pub enum KmsError {
     /// The per-config concurrency limit is reached: `429 rate_limited`.
     #[error("too many concurrent KMS calls for this configuration")]
     Busy,
+    /// The config's circuit breaker is open after repeated unreachable/timeout failures:
+    /// `503 kms_unreachable` with `Retry-After`, without calling the KMS.
+    #[error("the KMS is failing; calls are suspended for {retry_after_secs} s")]
+    CircuitOpen {
+        /// Seconds until a probe call is let through (at least 1).
+        retry_after_secs: u64,
+    },
 }
 
 impl KmsError {
@@ -82,6 +93,7 @@ impl KmsError {
             KmsError::Other(_) => "error",
             KmsError::InvalidCiphertext => "invalid_ciphertext",
             KmsError::Busy => "busy",
+            KmsError::CircuitOpen { .. } => "circuit_open",
         }
     }
 }

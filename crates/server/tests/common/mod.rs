@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod conformance;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,10 @@ use keystead_server::auth::{OPS, new_key};
 use keystead_server::clock::ManualClock;
 use keystead_server::http::{AppState, RateLimiter, admin_app, app};
 use keystead_server::kms::RetryPolicy;
+use keystead_server::kms::breaker::BreakerPolicy;
 use keystead_server::kms::builtin::{BuiltinKms, RootKey};
+use keystead_server::kms::net::OutboundPolicy;
+use keystead_server::kms::registry::BuildContext;
 use keystead_server::metrics::Metrics;
 use keystead_server::service::{Service, ServiceOptions, create_builtin_tenant};
 use keystead_server::store::sqlite::SqliteStore;
@@ -162,6 +167,10 @@ pub struct Opts {
     pub retry: RetryPolicy,
     /// Also write audit events to `<data dir>/audit.jsonl`.
     pub jsonl_audit: bool,
+    /// Outbound policy of KMS adapters: loopback and plain HTTP allowed (test peers).
+    pub outbound: OutboundPolicy,
+    /// Circuit breaker: short cool-down so a test can watch it close again.
+    pub breaker: BreakerPolicy,
 }
 
 impl Default for Opts {
@@ -175,6 +184,11 @@ impl Default for Opts {
                 backoff: Duration::from_millis(5),
             },
             jsonl_audit: false,
+            outbound: OutboundPolicy::allow_loopback_for_tests(),
+            breaker: BreakerPolicy {
+                threshold: 5,
+                cool_down: Duration::from_millis(300),
+            },
         }
     }
 }
@@ -328,6 +342,8 @@ impl Harness {
             ServiceOptions {
                 instance: "es-test".into(),
                 retry: opts.retry,
+                outbound: opts.outbound.clone(),
+                breaker: opts.breaker,
                 ..Default::default()
             },
         ))
@@ -547,6 +563,50 @@ impl Harness {
     /// Every audit event so far.
     pub fn events(&self) -> Vec<AuditEvent> {
         self.audit.0.lock().expect("audit").clone()
+    }
+
+    /// Creates a tenant whose primary config is `config_id` at `provider` with `settings`
+    /// (stored sealed, as `keystead tenant add-kms-config` does). The tenant keeps its
+    /// built-in config `builtin-1` as a non-primary config.
+    pub fn kms_tenant(
+        &self,
+        id: &str,
+        mode: TenantMode,
+        config_id: &str,
+        provider: &str,
+        settings: &Value,
+    ) -> Tenant {
+        let mut t = self.tenant(id, mode);
+        self.add_kms_config(id, config_id, provider, settings);
+        t.primary_config = config_id.to_owned();
+        self.sqlite.update_tenant(&t).expect("update tenant");
+        t
+    }
+
+    /// Adds a (non-primary) KMS config with sealed settings.
+    pub fn add_kms_config(&self, tenant: &str, config_id: &str, provider: &str, settings: &Value) {
+        let raw = serde_json::to_vec(settings).expect("settings json");
+        let sealed = self
+            .builtin
+            .seal_settings(tenant, config_id, &raw)
+            .expect("seal settings");
+        self.sqlite
+            .put_config(&KmsConfig {
+                tenant: tenant.to_owned(),
+                id: config_id.to_owned(),
+                provider: provider.to_owned(),
+                state: keystead_server::store::ConfigState::Active,
+                settings: sealed,
+            })
+            .expect("put config");
+    }
+
+    /// The build context adapters get in this harness (for adapter-level tests).
+    pub fn build_context(&self) -> BuildContext {
+        BuildContext {
+            outbound: self.opts.outbound.clone(),
+            timeout: self.opts.retry.timeout,
+        }
     }
 
     /// Sets a tenant's `disabled` flag through the store.
