@@ -154,7 +154,8 @@ enum TenantCmd {
     Create {
         /// Tenant id.
         tenant_id: String,
-        /// Wrapping mode.
+        /// Wrapping mode: `leasing`, `remote` or `asymmetric` (DEKs sealed to the tenant's
+        /// X25519 public key; wraps need no KMS call).
         #[arg(long, default_value = "leasing")]
         mode: String,
         /// KMS: `builtin`. A tenant's own KMS is added with `add-kms-config --primary`.
@@ -382,7 +383,8 @@ fn tenant_cmd(dir: &Path, cmd: TenantCmd, file: &FileConfig) -> Result<(), BoxEr
         } => {
             keystead_core::TenantId::new(&tenant_id)
                 .map_err(|_| "tenant id must be 1 to 256 bytes without control characters")?;
-            let mode = TenantMode::parse(&mode).ok_or("--mode must be 'leasing' or 'remote'")?;
+            let mode = TenantMode::parse(&mode)
+                .ok_or("--mode must be 'leasing', 'remote' or 'asymmetric'")?;
             if kms != "builtin" {
                 return Err(
                     "a tenant starts on the built-in KMS (a vendor-provided key); add its \

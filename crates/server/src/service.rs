@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use keystead_core::edek::{Edek, EdekHeader, Mode};
-use keystead_core::{ConfigId, Dek, KeyVersion, LeasedKey, TenantId};
+use keystead_core::{ConfigId, Dek, EncryptionPublicKey, KeyVersion, LeasedKey, TenantId};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
@@ -65,6 +65,9 @@ impl Default for ServiceOptions {
     }
 }
 
+/// (tenant, config) → (key version, its public key, when fetched), for asymmetric mode.
+type PublicKeyCache = HashMap<(String, String), (u32, EncryptionPublicKey, Duration)>;
+
 /// Per (tenant, KMS config): the concurrency limit and the circuit breaker.
 struct KmsGate {
     slots: Arc<Semaphore>,
@@ -91,6 +94,7 @@ pub struct Service {
     kms_gates: Mutex<HashMap<(String, String), Arc<KmsGate>>>,
     adapters: Registry,
     versions: Mutex<HashMap<(String, String), (u32, Duration)>>,
+    public_keys: Mutex<PublicKeyCache>,
     clock: Arc<dyn Clock>,
 }
 
@@ -128,6 +132,7 @@ impl Service {
             kms_gates: Mutex::new(HashMap::new()),
             adapters: Registry::default(),
             versions: Mutex::new(HashMap::new()),
+            public_keys: Mutex::new(HashMap::new()),
             clock,
         }
     }
@@ -398,6 +403,27 @@ impl Service {
                     edek: edek.to_bytes(),
                 })
             }
+            (TenantMode::Asymmetric, dek) => {
+                // No KMS call: the public key is cached; the wrap is still audited.
+                let (version, public) = self.public_key(&*kms, t, &config).await?;
+                if let Some(k) = trace.kms.as_mut() {
+                    k.key_version = Some(version);
+                }
+                let dek = dek.unwrap_or_else(|| Dek::generate(&mut os_rng()));
+                let edek = Edek::wrap_asymmetric(
+                    &mut os_rng(),
+                    tenant_id,
+                    config_id,
+                    KeyVersion(version),
+                    &public,
+                    &dek,
+                )
+                .map_err(|_| ApiError::internal("wrap-asymmetric"))?;
+                Ok(WrappedDek {
+                    dek,
+                    edek: edek.to_bytes(),
+                })
+            }
             (TenantMode::Remote, Some(dek)) => {
                 // Rekey into remote mode: EDEK v1's remote form derives the DEK from the KMS
                 // secret and the header, so an existing DEK cannot be carried in it. Carry it
@@ -469,9 +495,47 @@ impl Service {
         Ok(v)
     }
 
-    /// Forgets cached key versions (after a rotation made in this process).
+    /// The current public key of an asymmetric config (cached for 30 s, like versions: a
+    /// rotation is picked up within that time, and a revoked key stops wraps within it).
+    async fn public_key(
+        &self,
+        kms: &dyn Kms,
+        t: &Tenant,
+        config: &KmsConfig,
+    ) -> Result<(u32, EncryptionPublicKey), ApiError> {
+        let key = (t.id.clone(), config.id.clone());
+        let now = self.clock.now();
+        if let Some((v, public, at)) = self
+            .public_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            && now < *at + Duration::from_secs(30)
+        {
+            return Ok((*v, public.clone()));
+        }
+        let key_ref = KeyRef {
+            tenant: t.id.clone(),
+            config: config.id.clone(),
+            version: None,
+        };
+        let (v, public) = self
+            .kms_call(kms, &t.id, &config.id, || kms.public_key(&key_ref))
+            .await?;
+        self.public_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (v, public.clone(), now));
+        Ok((v, public))
+    }
+
+    /// Forgets cached key versions and public keys (after a rotation made in this process).
     pub fn forget_versions(&self) {
         self.versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.public_keys
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
@@ -598,9 +662,17 @@ impl Service {
                     .await?;
                 Ok(edek.open_remote(&secret)?)
             }
-            _ => Err(ApiError::edek_invalid(
-                "asymmetric master keys are not configured for this tenant",
-            )),
+            Mode::Asymmetric => {
+                let key_ref = key_ref();
+                let edek = &edek;
+                Ok(self
+                    .kms_call(&*kms, &t.id, &config.id, || {
+                        kms.unwrap_asymmetric(&key_ref, edek)
+                    })
+                    .await?)
+            }
+            // A mode a newer core may add: this build cannot open it.
+            _ => Err(ApiError::edek_invalid("unsupported EDEK mode")),
         }
     }
 

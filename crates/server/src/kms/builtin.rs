@@ -18,6 +18,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use zeroize::{Zeroize, Zeroizing};
 
+use keystead_core::edek::Edek;
+use keystead_core::{Dek, EncryptionKeyPair, EncryptionPublicKey};
+
 use super::{BoxFuture, Generated, KeyRef, Kms, KmsError, Wrapped};
 use crate::store::{BuiltinKey, Store};
 use crate::util::random_bytes;
@@ -94,6 +97,7 @@ fn root_aad(tenant: &str, config: &str, version: u32) -> Vec<u8> {
     aad
 }
 
+const X25519_INFO: &[u8] = b"keystead/v1/builtin-x25519";
 const SETTINGS_PREFIX: &str = "sealed:v1:";
 const SETTINGS_AAD: &[u8] = b"keystead/v1/kms-settings";
 
@@ -235,8 +239,28 @@ impl BuiltinKms {
         Ok(())
     }
 
-    /// The master key for (tenant, config, version or current), unsealed.
+    /// The master key for (tenant, config, version or current) as an AES-256-GCM cipher.
     fn master(&self, key: &KeyRef) -> Result<(u32, Aes256Gcm), KmsError> {
+        let (version, master) = self.master_bytes(key)?;
+        let cipher = Aes256Gcm::new_from_slice(&master)
+            .map_err(|_| KmsError::Other("bad master key".into()))?;
+        Ok((version, cipher))
+    }
+
+    /// The X25519 key pair of an asymmetric master key version: derived from the version's
+    /// 32 master-key bytes with HKDF-SHA256 (info `keystead/v1/builtin-x25519`), so the same
+    /// bytes are never used both as an AES key and as an X25519 scalar.
+    fn asymmetric_pair(&self, key: &KeyRef) -> Result<(u32, EncryptionKeyPair), KmsError> {
+        let (version, master) = self.master_bytes(key)?;
+        let mut secret = Zeroizing::new([0u8; 32]);
+        hkdf::Hkdf::<sha2::Sha256>::new(None, &master)
+            .expand(X25519_INFO, &mut secret[..])
+            .map_err(|_| KmsError::Other("key derivation failed".into()))?;
+        Ok((version, EncryptionKeyPair::from_secret_bytes(&secret)))
+    }
+
+    /// The master key bytes for (tenant, config, version or current), unsealed.
+    fn master_bytes(&self, key: &KeyRef) -> Result<(u32, Zeroizing<Vec<u8>>), KmsError> {
         let keys = self
             .store
             .builtin_keys(&key.tenant, &key.config)
@@ -270,9 +294,7 @@ impl BuiltinKms {
                     KmsError::Other("a sealed master key does not open under the root key".into())
                 })?,
         );
-        let cipher = Aes256Gcm::new_from_slice(&master)
-            .map_err(|_| KmsError::Other("bad master key".into()))?;
-        Ok((k.version, cipher))
+        Ok((k.version, master))
     }
 
     fn aad(key: &KeyRef, context: &[u8]) -> Vec<u8> {
@@ -386,5 +408,39 @@ impl Kms for BuiltinKms {
 
     fn describe<'a>(&'a self, key: &'a KeyRef) -> BoxFuture<'a, Result<u32, KmsError>> {
         Box::pin(async move { self.master(key).map(|(v, _)| v) })
+    }
+
+    fn public_key<'a>(
+        &'a self,
+        key: &'a KeyRef,
+    ) -> BoxFuture<'a, Result<(u32, EncryptionPublicKey), KmsError>> {
+        Box::pin(async move {
+            self.asymmetric_pair(key)
+                .map(|(v, pair)| (v, pair.public().clone()))
+        })
+    }
+
+    fn unwrap_asymmetric<'a>(
+        &'a self,
+        key: &'a KeyRef,
+        edek: &'a Edek,
+    ) -> BoxFuture<'a, Result<Dek, KmsError>> {
+        Box::pin(async move {
+            let versions = self
+                .store
+                .builtin_keys(&key.tenant, &key.config)
+                .map_err(|e| KmsError::Other(e.to_string()))?;
+            // As for symmetric ciphertexts: a version this key never had is a forged EDEK,
+            // not a refusal.
+            if key
+                .version
+                .is_some_and(|v| !versions.iter().any(|k| k.version == v))
+            {
+                return Err(KmsError::InvalidCiphertext);
+            }
+            let (_, pair) = self.asymmetric_pair(key)?;
+            edek.unwrap_asymmetric(&pair)
+                .map_err(|_| KmsError::InvalidCiphertext)
+        })
     }
 }

@@ -14,6 +14,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use keystead_core::edek::Edek;
+use keystead_core::{Dek, EncryptionPublicKey};
 use zeroize::Zeroizing;
 
 /// A boxed future, so providers can sit behind `dyn Kms`.
@@ -127,6 +129,34 @@ pub trait Kms: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Zeroizing<Vec<u8>>, KmsError>>;
     /// The current key version, or an error if the key is unusable.
     fn describe<'a>(&'a self, key: &'a KeyRef) -> BoxFuture<'a, Result<u32, KmsError>>;
+
+    /// Asymmetric master keys: the X25519 public key of the key version (the current one
+    /// when `key.version` is `None`) and its version number. Wraps to it need no KMS call
+    /// (asymmetric-mode EDEKs, HPKE); the service caches it briefly. Providers without
+    /// asymmetric X25519 keys keep the default, which refuses.
+    fn public_key<'a>(
+        &'a self,
+        key: &'a KeyRef,
+    ) -> BoxFuture<'a, Result<(u32, EncryptionPublicKey), KmsError>> {
+        let _ = key;
+        Box::pin(async move { Err(no_asymmetric(self.provider())) })
+    }
+
+    /// Opens an asymmetric-mode EDEK with the private key, which stays in the KMS.
+    fn unwrap_asymmetric<'a>(
+        &'a self,
+        key: &'a KeyRef,
+        edek: &'a Edek,
+    ) -> BoxFuture<'a, Result<Dek, KmsError>> {
+        let _ = (key, edek);
+        Box::pin(async move { Err(no_asymmetric(self.provider())) })
+    }
+}
+
+fn no_asymmetric(provider: &str) -> KmsError {
+    KmsError::Other(format!(
+        "the {provider} provider has no asymmetric (X25519) master keys"
+    ))
 }
 
 /// Timeout and retry policy for KMS calls.

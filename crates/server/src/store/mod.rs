@@ -35,6 +35,9 @@ pub enum TenantMode {
     Remote,
     /// A leased key per lease period, wrapped once by the KMS.
     Leasing,
+    /// DEKs sealed (HPKE) to the tenant's X25519 public key: wraps need no KMS call,
+    /// each unwrap is one (the private key stays in the KMS).
+    Asymmetric,
 }
 
 impl TenantMode {
@@ -43,6 +46,7 @@ impl TenantMode {
         match self {
             TenantMode::Remote => "remote",
             TenantMode::Leasing => "leasing",
+            TenantMode::Asymmetric => "asymmetric",
         }
     }
     /// Parses the stored / CLI spelling.
@@ -50,6 +54,7 @@ impl TenantMode {
         match s {
             "remote" => Some(TenantMode::Remote),
             "leasing" => Some(TenantMode::Leasing),
+            "asymmetric" => Some(TenantMode::Asymmetric),
             _ => None,
         }
     }
