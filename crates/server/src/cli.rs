@@ -259,6 +259,13 @@ enum TenantCmd {
         /// Config id.
         config_id: String,
     },
+    /// Move the tenant's live derivation secrets to its primary config (after a KMS
+    /// takeover): unwrapped by their old config, wrapped by the primary; the secrets and
+    /// every derived key stay the same. Run before retiring the old config.
+    RewrapDerivationSecrets {
+        /// Tenant id.
+        tenant_id: String,
+    },
     /// List the tenant's KMS configs (never their settings).
     Configs {
         /// Tenant id.
@@ -554,9 +561,42 @@ fn tenant_cmd(dir: &Path, cmd: TenantCmd, file: &FileConfig) -> Result<(), BoxEr
             let mut c = store
                 .config(&tenant_id, &config_id)?
                 .ok_or_else(|| format!("tenant {tenant_id} has no config '{config_id}'"))?;
+            let pinned: Vec<String> = store
+                .derivation_secrets(&tenant_id)?
+                .into_iter()
+                .filter(|s| s.config == config_id && s.state != crate::store::SecretState::Retired)
+                .map(|s| s.id)
+                .collect();
+            if !pinned.is_empty() {
+                return Err(format!(
+                    "derivation secret(s) {} are still wrapped by {config_id}: run \
+                     `tenant rewrap-derivation-secrets {tenant_id}` first",
+                    pinned.join(", ")
+                )
+                .into());
+            }
             c.state = ConfigState::Retired;
             store.put_config(&c)?;
             eprintln!("tenant {tenant_id}: config {config_id} retired");
+        }
+        TenantCmd::RewrapDerivationSecrets { tenant_id } => {
+            get(&tenant_id)?;
+            let service = operator_service(dir, store, builtin, file)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let moved = rt
+                .block_on(service.rewrap_derivation_secrets(&tenant_id))
+                .map_err(|e| e.message)?;
+            eprintln!(
+                "tenant {tenant_id}: {} derivation secret(s) now wrapped by the primary config{}",
+                moved.len(),
+                if moved.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", moved.join(", "))
+                }
+            );
         }
         TenantCmd::Configs { tenant_id } => {
             let t = get(&tenant_id)?;

@@ -347,3 +347,64 @@ async fn concurrent_first_derives_agree_on_one_secret() {
     assert_eq!(a, c);
     assert_eq!(h.sqlite.derivation_secrets("acme").unwrap().len(), 1);
 }
+
+/// A KMS takeover: the tenant starts on one config (the vendor-provided key), gets a new
+/// primary, and `rewrap_derivation_secrets` moves its secrets there. Derived keys are
+/// unchanged (values written before stay searchable), the secrets are now unwrapped by the
+/// new config only, and the old config can be retired without breaking derives.
+#[tokio::test]
+async fn derivation_secrets_move_to_a_new_primary_config() {
+    let h = Harness::start().await;
+    h.tenant("acme", TenantMode::Remote);
+    let (_, key) = h.key("k", None);
+    let before = derive(&h, &key, "acme", "blind_index", &["email"]).await;
+    h.service.rotate_derivation_secret("acme").await.unwrap();
+    let both = derive(&h, &key, "acme", "blind_index", &["email"]).await;
+    assert_eq!(both["email"].len(), 2);
+
+    // The tenant's own key: a second built-in config, made primary.
+    h.add_kms_config("acme", "own-1", "builtin", &json!({}));
+    h.builtin.create_version("acme", "own-1").unwrap();
+    let mut t = h.sqlite.tenant("acme").unwrap().unwrap();
+    t.primary_config = "own-1".into();
+    h.sqlite.update_tenant(&t).unwrap();
+
+    let moved = h.service.rewrap_derivation_secrets("acme").await.unwrap();
+    assert_eq!(moved, ["ds-1", "ds-2"]);
+    for rec in h.sqlite.derivation_secrets("acme").unwrap() {
+        assert_eq!(rec.config, "own-1", "{} still under {}", rec.id, rec.config);
+    }
+    // Idempotent: nothing left to move.
+    assert!(
+        h.service
+            .rewrap_derivation_secrets("acme")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let ev = h
+        .events()
+        .into_iter()
+        .rev()
+        .find(|e| e.action == "config_changed")
+        .unwrap();
+    assert_eq!(
+        ev.detail.as_ref().unwrap()["change"],
+        "derivation_secrets_rewrapped"
+    );
+
+    // The old config retired and its key disabled: derives still answer the same keys.
+    let mut old = h.sqlite.config("acme", "builtin-1").unwrap().unwrap();
+    old.state = keystead_server::store::ConfigState::Retired;
+    h.sqlite.put_config(&old).unwrap();
+    h.builtin
+        .set_enabled("acme", "builtin-1", None, false)
+        .unwrap();
+    let after = derive(&h, &key, "acme", "blind_index", &["email"]).await;
+    assert_eq!(after, both);
+    // The first secret (current then, rotating now) derives the same key as at the start.
+    assert_eq!(
+        after["email"][1].0, before["email"][0].0,
+        "the first secret's keys are unchanged"
+    );
+}

@@ -23,7 +23,7 @@ use super::{Service, Trace, internal};
 use crate::audit::KmsInfo;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::kms::{KeyRef, Wrapped};
+use crate::kms::{KeyRef, Kms, Wrapped};
 use crate::store::{ConfigState, DerivationSecretRecord, SecretState, StoreError, Tenant};
 use crate::util::{os_rng, random_bytes, unix_now};
 
@@ -148,18 +148,9 @@ impl Service {
         let id = format!("ds-{}", existing.len() + 1);
         let cache_id: [u8; 16] = random_bytes();
         let secret = DerivationSecret::generate(&mut os_rng());
-        let ctx = derivation_secret_context(&t.id, &config.id, &id, &cache_id);
-        let key_ref = KeyRef {
-            tenant: t.id.clone(),
-            config: config.id.clone(),
-            version: None,
-        };
-        let w: Wrapped = self
-            .kms_call(&*kms, &t.id, &config.id, || {
-                kms.wrap(&key_ref, secret.expose_secret(), &ctx)
-            })
-            .await
-            .map_err(|e| AddError::Api(e.into()))?;
+        let w = self
+            .wrap_secret(t, &config.id, &*kms, &id, &cache_id, &secret)
+            .await?;
         let rec = DerivationSecretRecord {
             tenant: t.id.clone(),
             id: id.clone(),
@@ -174,6 +165,71 @@ impl Service {
             .add_derivation_secret(&rec, rotate)
             .map_err(AddError::Store)?;
         Ok(id)
+    }
+
+    /// Has the KMS of `config` wrap a derivation secret, bound to (tenant, config, secret
+    /// id, cache id).
+    async fn wrap_secret(
+        &self,
+        t: &Tenant,
+        config: &str,
+        kms: &dyn Kms,
+        id: &str,
+        cache_id: &[u8; 16],
+        secret: &DerivationSecret,
+    ) -> Result<Wrapped, ApiError> {
+        let ctx = derivation_secret_context(&t.id, config, id, cache_id);
+        let key_ref = KeyRef {
+            tenant: t.id.clone(),
+            config: config.to_owned(),
+            version: None,
+        };
+        Ok(self
+            .kms_call(kms, &t.id, config, || {
+                kms.wrap(&key_ref, secret.expose_secret(), &ctx)
+            })
+            .await?)
+    }
+
+    /// Moves the tenant's live derivation secrets that another config wrapped (e.g. the
+    /// vendor-provided key before the tenant took over with its own KMS) to the primary
+    /// config: unwrap under the old config, wrap under the primary. The secrets, their ids
+    /// and cache ids stay the same, so every value written before stays searchable; after
+    /// this the old config can be retired. Operator command; one audit event.
+    pub async fn rewrap_derivation_secrets(&self, tenant: &str) -> Result<Vec<String>, ApiError> {
+        let p = operator();
+        let mut trace = Trace::default();
+        let res = async {
+            let t = self.resolve_tenant(&p, tenant)?;
+            let primary = self.primary(&t)?;
+            let kms = self.kms_for(&primary)?;
+            let mut moved = Vec::new();
+            for rec in self
+                .store
+                .derivation_secrets(&t.id)
+                .map_err(|e| internal(&e))?
+            {
+                if rec.state == SecretState::Retired || rec.config == primary.id {
+                    continue;
+                }
+                let secret = self.open_secret(&t, &rec, &mut trace).await?;
+                let w = self
+                    .wrap_secret(&t, &primary.id, &*kms, &rec.id, &rec.cache_id, &secret)
+                    .await?;
+                self.store
+                    .rewrap_derivation_secret(&t.id, &rec.id, &primary.id, w.version, &w.ciphertext)
+                    .map_err(|e| internal(&e))?;
+                moved.push(rec.id);
+            }
+            trace.detail = Some(json!({
+                "change": "derivation_secrets_rewrapped",
+                "to_config": primary.id,
+                "secrets": moved,
+            }));
+            Ok(moved)
+        }
+        .await;
+        self.audited(&p, tenant, "config_changed", &Value::Null, None, trace, res)
     }
 
     /// The plaintext of a stored secret: from the lease cache, or one KMS unwrap.

@@ -240,6 +240,17 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Replaces how a live derivation secret is wrapped (moved to another KMS config; the
+    /// secret itself is unchanged). `NotFound` if the secret is unknown or retired.
+    fn rewrap_derivation_secret(
+        &self,
+        tenant: &str,
+        id: &str,
+        config: &str,
+        key_version: u32,
+        wrapped: &[u8],
+    ) -> StoreResult<()>;
+
     /// Ends a rotation: the `rotating` secret becomes `retired` (`NotFound` when there is
     /// none). Returns its id.
     fn finish_derivation_rotation(&self, tenant: &str) -> StoreResult<String>;

@@ -602,6 +602,31 @@ impl Store for SqliteStore {
         })
     }
 
+    fn rewrap_derivation_secret(
+        &self,
+        tenant: &str,
+        id: &str,
+        config: &str,
+        key_version: u32,
+        wrapped: &[u8],
+    ) -> StoreResult<()> {
+        self.write(|tx| {
+            let n = tx
+                .execute(
+                    "UPDATE derivation_secrets SET config = ?3, key_version = ?4, wrapped = ?5
+                     WHERE tenant = ?1 AND id = ?2 AND state != 'retired'",
+                    params![tenant, id, config, key_version, wrapped],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "live derivation secret {id} of tenant {tenant}"
+                )));
+            }
+            Ok(())
+        })
+    }
+
     fn finish_derivation_rotation(&self, tenant: &str) -> StoreResult<String> {
         let mut id = String::new();
         self.write(|tx| {

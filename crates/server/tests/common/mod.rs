@@ -128,6 +128,17 @@ impl Store for CountingStore {
     ) -> StoreResult<()> {
         self.inner.add_derivation_secret(secret, rotate)
     }
+    fn rewrap_derivation_secret(
+        &self,
+        tenant: &str,
+        id: &str,
+        config: &str,
+        key_version: u32,
+        wrapped: &[u8],
+    ) -> StoreResult<()> {
+        self.inner
+            .rewrap_derivation_secret(tenant, id, config, key_version, wrapped)
+    }
     fn finish_derivation_rotation(&self, tenant: &str) -> StoreResult<String> {
         self.inner.finish_derivation_rotation(tenant)
     }
