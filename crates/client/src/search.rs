@@ -30,11 +30,34 @@ use zeroize::Zeroizing;
 
 use crate::{Client, Error, Metadata, unb64};
 
-/// One derived key with the secret it comes from.
+/// One derived key, set up for its purpose (built once per fetch, used by every call
+/// until the entry expires), with the secret it comes from.
 struct Entry {
     secret_id: SecretId,
     current: bool,
-    key: DerivedKey,
+    op: Op,
+}
+
+/// A derived key ready for use: the cipher or indexer keeps the key material.
+enum Op {
+    Deterministic(DeterministicCipher),
+    BlindIndex(BlindIndexer),
+}
+
+impl Entry {
+    fn cipher(&self) -> Result<&DeterministicCipher, Error> {
+        match &self.op {
+            Op::Deterministic(c) => Ok(c),
+            Op::BlindIndex(_) => Err(Error::InvalidResponse("not a deterministic key".into())),
+        }
+    }
+
+    fn indexer(&self) -> Result<&BlindIndexer, Error> {
+        match &self.op {
+            Op::BlindIndex(i) => Ok(i),
+            Op::Deterministic(_) => Err(Error::InvalidResponse("not a blind-index key".into())),
+        }
+    }
 }
 
 /// The derived keys of one (tenant, purpose, path), as fetched at one time.
@@ -88,6 +111,18 @@ impl DerivedCache {
 }
 
 impl Client {
+    /// Parses the ids, then [`Self::derived`].
+    async fn keys_for(
+        &self,
+        md: &Metadata,
+        tenant: &str,
+        purpose: Purpose,
+        path: &str,
+    ) -> Result<Arc<Vec<Entry>>, Error> {
+        let (tenant, path) = (TenantId::new(tenant)?, FieldPath::new(path)?);
+        self.derived(md, &tenant, purpose, &path).await
+    }
+
     /// The derived keys of `path` (current first), from the cache or one derive call.
     async fn derived(
         &self,
@@ -129,10 +164,21 @@ impl Client {
             let current = e["current"]
                 .as_bool()
                 .ok_or_else(|| Error::InvalidResponse("no `current` flag".into()))?;
+            let op = match purpose {
+                Purpose::Deterministic => {
+                    Op::Deterministic(DeterministicCipher::new(&key, tenant, &secret_id, path)?)
+                }
+                Purpose::BlindIndex => Op::BlindIndex(BlindIndexer::new(
+                    &key,
+                    tenant,
+                    path,
+                    self.opts.blind_index_len,
+                )?),
+            };
             keys.push(Entry {
                 secret_id,
                 current,
-                key,
+                op,
             });
         }
         if keys.first().is_none_or(|e| !e.current) || keys.iter().filter(|e| e.current).count() != 1
@@ -165,12 +211,10 @@ impl Client {
         path: &str,
         value: &[u8],
     ) -> Result<Vec<u8>, Error> {
-        let (tenant, path) = (TenantId::new(tenant)?, FieldPath::new(path)?);
         let keys = self
-            .derived(md, &tenant, Purpose::Deterministic, &path)
+            .keys_for(md, tenant, Purpose::Deterministic, path)
             .await?;
-        let e = &keys[0];
-        Ok(DeterministicCipher::new(&e.key, &tenant, &e.secret_id, &path)?.encrypt(value)?)
+        Ok(keys[0].cipher()?.encrypt(value)?)
     }
 
     /// Decrypts a value made by [`Self::encrypt_deterministic`] for the same tenant and
@@ -182,10 +226,9 @@ impl Client {
         path: &str,
         encrypted: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let (tenant, path) = (TenantId::new(tenant)?, FieldPath::new(path)?);
         let secret = deterministic_secret_id(encrypted)?;
         let keys = self
-            .derived(md, &tenant, Purpose::Deterministic, &path)
+            .keys_for(md, tenant, Purpose::Deterministic, path)
             .await?;
         let e = keys
             .iter()
@@ -198,7 +241,7 @@ impl Client {
                     secret.as_str()
                 ),
             })?;
-        Ok(DeterministicCipher::new(&e.key, &tenant, &e.secret_id, &path)?.decrypt(encrypted)?)
+        Ok(e.cipher()?.decrypt(encrypted)?)
     }
 
     /// What to search a deterministic column for: `value` encrypted under each live
@@ -210,17 +253,11 @@ impl Client {
         path: &str,
         value: &[u8],
     ) -> Result<Vec<Vec<u8>>, Error> {
-        let (tenant, path) = (TenantId::new(tenant)?, FieldPath::new(path)?);
         let keys = self
-            .derived(md, &tenant, Purpose::Deterministic, &path)
+            .keys_for(md, tenant, Purpose::Deterministic, path)
             .await?;
         keys.iter()
-            .map(|e| {
-                Ok(
-                    DeterministicCipher::new(&e.key, &tenant, &e.secret_id, &path)?
-                        .encrypt(value)?,
-                )
-            })
+            .map(|e| Ok(e.cipher()?.encrypt(value)?))
             .collect()
     }
 
@@ -234,10 +271,8 @@ impl Client {
         path: &str,
         value: &[u8],
     ) -> Result<Vec<u8>, Error> {
-        let mut all = self.blind_indexes(md, tenant, path, value, true).await?;
-        all.truncate(1);
-        all.pop()
-            .ok_or_else(|| Error::InvalidResponse("no current key".into()))
+        let keys = self.keys_for(md, tenant, Purpose::BlindIndex, path).await?;
+        Ok(keys[0].indexer()?.compute(value)?)
     }
 
     /// What to search a blind-index column for: the index of `value` under each live
@@ -249,30 +284,9 @@ impl Client {
         path: &str,
         value: &[u8],
     ) -> Result<Vec<Vec<u8>>, Error> {
-        self.blind_indexes(md, tenant, path, value, false).await
-    }
-
-    async fn blind_indexes(
-        &self,
-        md: &Metadata,
-        tenant: &str,
-        path: &str,
-        value: &[u8],
-        current_only: bool,
-    ) -> Result<Vec<Vec<u8>>, Error> {
-        let (tenant, path) = (TenantId::new(tenant)?, FieldPath::new(path)?);
-        let keys = self
-            .derived(md, &tenant, Purpose::BlindIndex, &path)
-            .await?;
-        let take = if current_only { 1 } else { keys.len() };
+        let keys = self.keys_for(md, tenant, Purpose::BlindIndex, path).await?;
         keys.iter()
-            .take(take)
-            .map(|e| {
-                Ok(
-                    BlindIndexer::new(&e.key, &tenant, &path, self.opts.blind_index_len)?
-                        .compute(value)?,
-                )
-            })
+            .map(|e| Ok(e.indexer()?.compute(value)?))
             .collect()
     }
 }
