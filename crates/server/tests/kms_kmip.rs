@@ -182,7 +182,10 @@ impl Drop for PyKmip {
         if std::thread::panicking() {
             let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("pykmip-server log (last lines, newest first):\n{}", tail.join("\n"));
+            eprintln!(
+                "pykmip-server log (last lines, newest first):\n{}",
+                tail.join("\n")
+            );
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -248,7 +251,10 @@ async fn revoked_and_missing_keys_are_denied_and_names_are_located() {
     let k = key_ref("t1");
     assert_eq!(by_name.describe(&k).await.unwrap(), 1);
     let w = by_name.wrap(&k, &[3; 32], b"ctx").await.unwrap();
-    assert_eq!(**by_id.unwrap(&k, &w.ciphertext, b"ctx").await.unwrap(), [3; 32]);
+    assert_eq!(
+        **by_id.unwrap(&k, &w.ciphertext, b"ctx").await.unwrap(),
+        [3; 32]
+    );
     let nobody = adapter(&h, &peer.settings(json!({"key_name": "no-such-key"})));
     let e = nobody.describe(&k).await.unwrap_err();
     assert!(matches!(e, KmsError::Denied(_)), "{e}");
@@ -260,7 +266,10 @@ async fn revoked_and_missing_keys_are_denied_and_names_are_located() {
         gone.wrap(&k, &[1; 32], b"ctx").await.err().unwrap(),
         gone.unwrap(&k, &w.ciphertext, b"ctx").await.unwrap_err(),
     ] {
-        assert!(matches!(&e, KmsError::Denied(m) if m.contains("Item Not Found")), "{e}");
+        assert!(
+            matches!(&e, KmsError::Denied(m) if m.contains("Item Not Found")),
+            "{e}"
+        );
     }
 
     // Revoke the tenant's key: the API answers 403 kms_denied, describe says why.
@@ -274,7 +283,10 @@ async fn revoked_and_missing_keys_are_denied_and_names_are_located() {
     kms.revoke_key().await.expect("revoke");
     assert_denied(&h, &api_key, "kmip-t", &edek).await;
     let e = kms.describe(&key_ref("kmip-t")).await.unwrap_err();
-    assert!(matches!(&e, KmsError::Denied(m) if m.contains("Deactivated")), "{e}");
+    assert!(
+        matches!(&e, KmsError::Denied(m) if m.contains("Deactivated")),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +304,10 @@ async fn a_client_certificate_from_another_ca_is_denied() {
         .describe(&key_ref("t"))
         .await
         .unwrap_err();
-    assert!(matches!(&e, KmsError::Denied(m) if m.contains("client certificate")), "{e}");
+    assert!(
+        matches!(&e, KmsError::Denied(m) if m.contains("client certificate")),
+        "{e}"
+    );
     assert!(!e.to_string().contains(&stranger.key[30..60]));
     h.kms_tenant("kmip-x", TenantMode::Remote, "kmip-1", "kmip", &settings);
     let (_, api_key) = h.key("kmip-x", None);
@@ -355,10 +370,7 @@ async fn transport_failures_map_to_unreachable_and_timeout() {
             let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
         }
     });
-    let e = adapter(&h, &settings(port))
-        .describe(&k)
-        .await
-        .unwrap_err();
+    let e = adapter(&h, &settings(port)).describe(&k).await.unwrap_err();
     assert!(matches!(e, KmsError::Unreachable(_)), "{e}");
     answer.abort();
 
@@ -367,6 +379,8 @@ async fn transport_failures_map_to_unreachable_and_timeout() {
         outbound: keystead_server::kms::net::OutboundPolicy::default(),
         timeout: Duration::from_secs(1),
     };
-    let e = KmipKms::from_settings(settings(5696), &strict).err().unwrap();
+    let e = KmipKms::from_settings(settings(5696), &strict)
+        .err()
+        .unwrap();
     assert!(matches!(e, KmsError::Unreachable(m) if m.contains("non-public")));
 }

@@ -110,13 +110,23 @@ fn bad(what: impl std::fmt::Display) -> KmsError {
     KmsError::Other(format!("kmip settings: {what}"))
 }
 
+/// A serde error without the values it quotes (`invalid type: string "…"`): a credential
+/// put in the wrong field must not reach an error message. Field names (in backticks) stay.
+fn unquoted(e: &serde_json::Error) -> String {
+    let mut out = String::new();
+    for (i, part) in e.to_string().split('"').enumerate() {
+        out.push_str(if i % 2 == 0 { part } else { "…" });
+    }
+    out
+}
+
 impl KmipKms {
     /// Parses and validates settings, and prepares the TLS client config.
     pub fn from_settings(
         settings: serde_json::Value,
         ctx: &BuildContext,
     ) -> Result<Self, KmsError> {
-        let s: Settings = serde_json::from_value(settings).map_err(bad)?;
+        let s: Settings = serde_json::from_value(settings).map_err(|e| bad(unquoted(&e)))?;
         if s.host.trim().is_empty() {
             return Err(bad("host is required"));
         }
@@ -329,7 +339,10 @@ impl KmipKms {
                 )],
             ),
         ];
-        self.endpoint.call(Operation::Revoke, payload).await.map(drop)
+        self.endpoint
+            .call(Operation::Revoke, payload)
+            .await
+            .map(drop)
     }
 }
 
@@ -462,14 +475,21 @@ fn tls_config(
         .map_err(|_| bad("client_key_pem is not a PEM private key"))?;
     let mut outbound = ctx.outbound.clone();
     if let Some(ca) = ca_pem {
-        if CertificateDer::pem_slice_iter(ca.as_bytes()).next().is_none() {
+        if CertificateDer::pem_slice_iter(ca.as_bytes())
+            .next()
+            .is_none()
+        {
             return Err(bad("ca_pem holds no certificate"));
         }
         outbound.extra_roots_pem.push(ca.into_bytes());
     }
     let mut config = outbound.tls_config()?;
     let certified = rustls::sign::CertifiedKey::from_der(chain, key, config.crypto_provider())
-        .map_err(|e| bad(format!("client certificate and key do not fit together: {e}")))?;
+        .map_err(|e| {
+            bad(format!(
+                "client certificate and key do not fit together: {e}"
+            ))
+        })?;
     config.client_auth_cert_resolver = Arc::new(ClientCert(Arc::new(certified)));
     Ok(config)
 }
@@ -577,7 +597,10 @@ mod tests {
         assert_eq!(b[0], FORMAT_V1);
         assert_eq!(b.len(), 1 + 1 + 12 + 1 + 16 + 32);
         let f = Frame::parse(&b).unwrap();
-        assert_eq!((f.iv, f.tag, f.data), (&[7; 12][..], &[9; 16][..], &[1; 32][..]));
+        assert_eq!(
+            (f.iv, f.tag, f.data),
+            (&[7; 12][..], &[9; 16][..], &[1; 32][..])
+        );
     }
 
     #[test]
@@ -589,16 +612,10 @@ mod tests {
         let mut v2 = b.clone();
         v2[0] = 2;
         assert_eq!(Frame::parse(&v2), Err(FrameError));
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rng = super::ttlv::TestRng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let len = (seed % 80) as usize;
-            let junk: Vec<u8> = (0..len)
-                .map(|i| (seed.rotate_left(i as u32) & 0xff) as u8)
-                .collect();
-            let _ = Frame::parse(&junk);
+            let len = rng.below(80);
+            let _ = Frame::parse(&rng.bytes(len));
         }
         // Out-of-range lengths are refused when writing too.
         let short = Frame {
@@ -648,6 +665,13 @@ mod tests {
         let mut local = base.clone();
         local["host"] = "127.0.0.1".into();
         assert!(matches!(err(local), KmsError::Unreachable(_)));
+        let mut misplaced = base.clone();
+        misplaced["port"] = "super-secret-in-the-wrong-field".into();
+        let e = err(misplaced).to_string();
+        assert!(
+            e.contains("invalid type") && !e.contains("super-secret"),
+            "{e}"
+        );
         let mut no_host = base;
         no_host["host"] = "".into();
         assert!(err(no_host).to_string().contains("host is required"));

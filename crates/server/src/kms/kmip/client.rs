@@ -353,7 +353,10 @@ mod tests {
             "{e}"
         );
         let e = classify(Operation::Encrypt, 1, Some(0x77), None);
-        assert!(matches!(&e, KmsError::Other(m) if m.contains("0x77")), "{e}");
+        assert!(
+            matches!(&e, KmsError::Other(m) if m.contains("0x77")),
+            "{e}"
+        );
     }
 
     #[test]

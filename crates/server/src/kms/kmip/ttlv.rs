@@ -258,7 +258,7 @@ fn decode_item(bytes: &[u8], depth: usize) -> Result<(Item, &[u8]), TtlvError> {
         }
         0x02 => Value::Integer(i32::from_be_bytes(fixed(v)?)),
         0x03 => Value::LongInteger(i64::from_be_bytes(fixed(v)?)),
-        0x04 if len % 8 == 0 => Value::BigInteger(v.to_vec()),
+        0x04 if len.is_multiple_of(8) => Value::BigInteger(v.to_vec()),
         0x04 => return Err(TtlvError("big integer length is not a multiple of 8")),
         0x05 => Value::Enumeration(u32::from_be_bytes(fixed(v)?)),
         0x06 => match u64::from_be_bytes(fixed(v)?) {
@@ -282,6 +282,29 @@ fn decode_item(bytes: &[u8], depth: usize) -> Result<(Item, &[u8]), TtlvError> {
 /// A fixed-size value: exactly `N` bytes.
 fn fixed<const N: usize>(v: &[u8]) -> Result<[u8; N], TtlvError> {
     <[u8; N]>::try_from(v).map_err(|_| TtlvError("fixed-size value has the wrong length"))
+}
+
+/// A deterministic xorshift generator for the decoders' junk-input tests.
+#[cfg(test)]
+pub(crate) struct TestRng(pub u64);
+
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
+impl TestRng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// A number below `n` (> 0).
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// `len` random bytes.
+    pub(crate) fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
 }
 
 #[cfg(test)]
@@ -360,23 +383,16 @@ mod tests {
 
     #[test]
     fn random_bytes_never_panic() {
-        let mut seed = 0x1234_5678_9abc_def0_u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = TestRng(0x1234_5678_9abc_def0);
         let valid = sample().to_bytes().unwrap();
         for _ in 0..20_000 {
-            let len = (next() % 200) as usize;
-            let random: Vec<u8> = (0..len).map(|_| next() as u8).collect();
-            let _ = decode(&random);
+            let len = rng.below(200);
+            let _ = decode(&rng.bytes(len));
             // Mutations of a valid message reach deeper into the decoder.
             let mut m = valid.clone();
             for _ in 0..3 {
-                let at = (next() as usize) % m.len();
-                m[at] = next() as u8;
+                let at = rng.below(m.len());
+                m[at] = rng.bytes(1)[0];
             }
             let _ = decode(&m);
         }
@@ -393,15 +409,29 @@ mod tests {
         }
         let deep = item.to_bytes().unwrap();
         assert_eq!(decode(&deep), Err(TtlvError("structures nest too deep")));
-        // An integer of 3 bytes, a boolean of 2, unknown type 0x0B, invalid UTF-8.
-        for bad in [
-            "4200200200000003000000000000000000",
-            "42002006000000080000000000000002",
-            "4200200b000000000000000000000000",
-            "420020070000000180000000000000000",
+        // Wrong fixed sizes, a boolean of 2, an unknown type, invalid UTF-8, a big integer
+        // of 4 bytes.
+        for (bad, why) in [
+            (
+                "420020020000000300000000000000000",
+                "fixed-size value has the wrong length",
+            ),
+            (
+                "42002006000000080000000000000002",
+                "boolean is neither 0 nor 1",
+            ),
+            ("4200200b00000000", "unknown item type"),
+            (
+                "42002007000000018000000000000000",
+                "text string is not UTF-8",
+            ),
+            (
+                "42002004000000040000000000000000",
+                "big integer length is not a multiple of 8",
+            ),
         ] {
-            let b = hex::decode(bad.get(..bad.len() / 2 * 2).unwrap()).unwrap();
-            assert!(decode(&b).is_err(), "{bad}");
+            let b = hex::decode(&bad[..bad.len() / 2 * 2]).unwrap();
+            assert_eq!(decode(&b), Err(TtlvError(why)), "{bad}");
         }
     }
 }
