@@ -19,54 +19,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::conformance::{self, Peer, assert_denied, free_port, venv_bin, wait_for_port};
+use common::pki::{Ca, Leaf};
 use common::{Harness, Opts};
 use keystead_server::kms::kmip::KmipKms;
 use keystead_server::kms::{KeyRef, Kms, KmsError, RetryPolicy};
 use keystead_server::store::TenantMode;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use serde_json::{Value, json};
-
-// ---- certificates ---------------------------------------------------------------------
-
-struct Ca(CertifiedIssuer<'static, KeyPair>);
-
-/// A leaf certificate and its key, both PEM.
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        Self(CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap())
-    }
-
-    fn leaf(&self, name: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose) -> Leaf {
-        let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![usage];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.0).unwrap();
-        Leaf {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        }
-    }
-
-    /// A client certificate (CN = the KMIP client identity PyKMIP records as owner).
-    fn client(&self, name: &str) -> Leaf {
-        self.leaf(name, &[], ExtendedKeyUsagePurpose::ClientAuth)
-    }
-}
 
 // ---- the PyKMIP peer --------------------------------------------------------------------
 
@@ -94,15 +52,11 @@ impl PyKmip {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("policies")).unwrap();
         let ca = Ca::new("keystead kmip test CA");
-        let server = ca.leaf(
-            "keystead kmip test server",
-            &["localhost", "127.0.0.1"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
+        let server = ca.server();
         let client = ca.client("keystead-es");
         std::fs::write(dir.join("server.pem"), &server.cert).unwrap();
         std::fs::write(dir.join("server.key"), &server.key).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.0.pem()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
         let port = free_port();
         let conf = format!(
             "[server]\nhostname=127.0.0.1\nport={port}\ncertificate_path={d}/server.pem\n\
@@ -161,7 +115,7 @@ impl PyKmip {
             "port": self.port,
             "client_cert_pem": self.client.cert,
             "client_key_pem": self.client.key,
-            "ca_pem": self.ca.0.pem(),
+            "ca_pem": self.ca.pem(),
         });
         for (k, v) in key.as_object().unwrap() {
             s[k] = v.clone();

@@ -174,17 +174,10 @@ impl KmipKms {
     }
 
     async fn locate(&self, name: &str) -> Result<String, KmsError> {
-        let attr = attribute(
-            "Name",
-            Item::structure(
-                tag::ATTRIBUTE_VALUE,
-                vec![
-                    Item::text(tag::NAME_VALUE, name),
-                    Item::enumeration(tag::NAME_TYPE, value::NAME_UNINTERPRETED_TEXT),
-                ],
-            ),
-        );
-        let payload = self.endpoint.call(Operation::Locate, vec![attr]).await?;
+        let payload = self
+            .endpoint
+            .call(Operation::Locate, vec![name_attribute(name)])
+            .await?;
         let mut ids = payload
             .children(tag::UNIQUE_IDENTIFIER)
             .filter_map(Item::as_text);
@@ -299,16 +292,7 @@ impl KmipKms {
             ),
         ];
         if let Some(name) = name {
-            attrs.push(attribute(
-                "Name",
-                Item::structure(
-                    tag::ATTRIBUTE_VALUE,
-                    vec![
-                        Item::text(tag::NAME_VALUE, name),
-                        Item::enumeration(tag::NAME_TYPE, value::NAME_UNINTERPRETED_TEXT),
-                    ],
-                ),
-            ));
+            attrs.push(name_attribute(name));
         }
         let payload = vec![
             Item::enumeration(tag::OBJECT_TYPE, value::SYMMETRIC_KEY),
@@ -364,6 +348,20 @@ fn attribute(name: &str, value: Item) -> Item {
     Item::structure(
         tag::ATTRIBUTE,
         vec![Item::text(tag::ATTRIBUTE_NAME, name), value],
+    )
+}
+
+/// The Name attribute (an uninterpreted text string), as created and located.
+fn name_attribute(name: &str) -> Item {
+    attribute(
+        "Name",
+        Item::structure(
+            tag::ATTRIBUTE_VALUE,
+            vec![
+                Item::text(tag::NAME_VALUE, name),
+                Item::enumeration(tag::NAME_TYPE, value::NAME_UNINTERPRETED_TEXT),
+            ],
+        ),
     )
 }
 
