@@ -253,7 +253,6 @@ impl KmipKms {
         ];
         let mut resp = self.endpoint.call(Operation::Decrypt, payload).await?;
         take_bytes(&mut resp, tag::DATA)
-            .map(Zeroizing::new)
             .ok_or_else(|| KmsError::Other("kmip Decrypt: the answer has no Data".into()))
     }
 
@@ -331,7 +330,7 @@ impl KmipKms {
 }
 
 /// Moves a byte string out of a payload (so the plaintext is not copied around).
-fn take_bytes(payload: &mut Item, t: u32) -> Option<Vec<u8>> {
+fn take_bytes(payload: &mut Item, t: u32) -> Option<Zeroizing<Vec<u8>>> {
     let ttlv::Value::Structure(items) = &mut payload.value else {
         return None;
     };

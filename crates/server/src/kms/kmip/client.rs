@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zeroize::Zeroizing;
 
 use super::ttlv::{self, Item};
 use crate::kms::KmsError;
@@ -121,7 +122,7 @@ impl Endpoint {
     }
 
     /// Connects, sends `request`, reads one response message.
-    async fn exchange(&self, request: &[u8]) -> Result<Vec<u8>, KmsError> {
+    async fn exchange(&self, request: &[u8]) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         let tcp = self
             .outbound
             .connect_tcp(&self.host, self.port, self.timeout)
@@ -144,7 +145,8 @@ impl Endpoint {
                 "kmip: the server did not answer with a KMIP response message".into(),
             ));
         }
-        let mut message = vec![0u8; 8 + len];
+        // Zeroized on drop: a Decrypt answer holds the plaintext key.
+        let mut message = Zeroizing::new(vec![0u8; 8 + len]);
         message[..8].copy_from_slice(&header);
         self.step(tls.read_exact(&mut message[8..]))
             .await

@@ -12,6 +12,8 @@
 
 use std::fmt;
 
+use zeroize::Zeroizing;
+
 /// The deepest structure nesting accepted (KMIP responses nest about 6 deep).
 pub const MAX_DEPTH: usize = 16;
 
@@ -45,8 +47,8 @@ pub enum Value {
     Boolean(bool),
     /// Type 0x07: UTF-8.
     Text(String),
-    /// Type 0x08.
-    Bytes(Vec<u8>),
+    /// Type 0x08. Zeroized on drop: byte strings carry plaintext keys.
+    Bytes(Zeroizing<Vec<u8>>),
     /// Type 0x09: seconds since the Unix epoch.
     DateTime(i64),
     /// Type 0x0A: seconds.
@@ -99,7 +101,7 @@ impl Item {
     pub fn bytes(tag: u32, v: impl Into<Vec<u8>>) -> Self {
         Self {
             tag,
-            value: Value::Bytes(v.into()),
+            value: Value::Bytes(Zeroizing::new(v.into())),
         }
     }
 
@@ -144,7 +146,7 @@ impl Item {
     /// The value as bytes.
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match &self.value {
-            Value::Bytes(v) => Some(v),
+            Value::Bytes(v) => Some(v.as_slice()),
             _ => None,
         }
     }
@@ -164,7 +166,8 @@ impl Item {
             }
             Value::Integer(v) => out.extend_from_slice(&v.to_be_bytes()),
             Value::LongInteger(v) | Value::DateTime(v) => out.extend_from_slice(&v.to_be_bytes()),
-            Value::BigInteger(v) | Value::Bytes(v) => out.extend_from_slice(v),
+            Value::BigInteger(v) => out.extend_from_slice(v),
+            Value::Bytes(v) => out.extend_from_slice(v),
             Value::Enumeration(v) | Value::Interval(v) => out.extend_from_slice(&v.to_be_bytes()),
             Value::Boolean(v) => out.extend_from_slice(&u64::from(*v).to_be_bytes()),
             Value::Text(v) => out.extend_from_slice(v.as_bytes()),
@@ -180,9 +183,9 @@ impl Item {
         Ok(())
     }
 
-    /// The encoding of this item.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, TtlvError> {
-        let mut out = Vec::new();
+    /// The encoding of this item (zeroized on drop: it may hold a plaintext key).
+    pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>, TtlvError> {
+        let mut out = Zeroizing::new(Vec::new());
         self.encode(&mut out)?;
         Ok(out)
     }
@@ -271,7 +274,7 @@ fn decode_item(bytes: &[u8], depth: usize) -> Result<(Item, &[u8]), TtlvError> {
                 .map_err(|_| TtlvError("text string is not UTF-8"))?
                 .to_owned(),
         ),
-        0x08 => Value::Bytes(v.to_vec()),
+        0x08 => Value::Bytes(Zeroizing::new(v.to_vec())),
         0x09 => Value::DateTime(i64::from_be_bytes(fixed(v)?)),
         0x0A => Value::Interval(u32::from_be_bytes(fixed(v)?)),
         _ => return Err(TtlvError("unknown item type")),
