@@ -6,6 +6,7 @@ pub mod breaker;
 pub mod builtin;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+pub mod kmip;
 pub mod net;
 pub mod registry;
 pub mod secret;

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
