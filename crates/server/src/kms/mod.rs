@@ -9,6 +9,7 @@ pub mod fake;
 pub mod net;
 pub mod registry;
 pub mod secret;
+pub mod vault;
 
 use std::future::Future;
 use std::pin::Pin;
