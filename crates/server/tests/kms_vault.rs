@@ -59,11 +59,7 @@ impl Bao {
         let cluster_port = free_port();
         let ca_pem = write_certificates(&dir);
         write_config(&dir, port, cluster_port);
-        let policy = OutboundPolicy {
-            allow_plain_http: false,
-            extra_roots_pem: vec![ca_pem.clone().into_bytes()],
-            ..OutboundPolicy::allow_loopback_for_tests()
-        };
+        let policy = tls_only(Some(&ca_pem));
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = policy.http_client(Duration::from_secs(20)).unwrap();
         let mut bao = Self {
@@ -218,11 +214,7 @@ impl Bao {
     async fn harness(&self) -> Harness {
         let defaults = Opts::default();
         Harness::start_with(Opts {
-            outbound: OutboundPolicy {
-                allow_plain_http: false,
-                extra_roots_pem: vec![self.ca_pem.clone().into_bytes()],
-                ..OutboundPolicy::allow_loopback_for_tests()
-            },
+            outbound: tls_only(Some(&self.ca_pem)),
             retry: RetryPolicy {
                 timeout: Duration::from_secs(1),
                 ..defaults.retry
@@ -249,6 +241,26 @@ impl Drop for Bao {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Loopback allowed (test peers), plain HTTP refused, and `ca` trusted besides the system's
+/// roots.
+fn tls_only(ca: Option<&str>) -> OutboundPolicy {
+    OutboundPolicy {
+        allow_plain_http: false,
+        extra_roots_pem: ca.map(|c| c.as_bytes().to_vec()).into_iter().collect(),
+        ..OutboundPolicy::allow_loopback_for_tests()
+    }
+}
+
+/// A server with Transit key `name`, an ES token limited to it, and a harness trusting the
+/// server: (server, token, harness).
+async fn setup(name: &str, derived: bool) -> (Bao, String, Harness) {
+    let bao = Bao::start().await;
+    bao.key(name, derived).await;
+    let token = bao.es_token(name).await;
+    let h = bao.harness().await;
+    (bao, token, h)
 }
 
 fn es_policy(key: &str) -> String {
@@ -333,20 +345,14 @@ async fn tenant_with_edek(h: &Harness, tenant: &str, settings: &Value) -> (Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_passes_the_conformance_suite() {
-    let mut bao = Bao::start().await;
-    bao.key("conformance", true).await;
-    let token = bao.es_token("conformance").await;
+    let (mut bao, token, h) = setup("conformance", true).await;
     let settings = bao.settings("conformance", &token);
-    let h = bao.harness().await;
     conformance::run(&h, "vault", &settings, &mut bao).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_whose_policy_loses_the_transit_paths_is_denied() {
-    let bao = Bao::start().await;
-    bao.key("acme", true).await;
-    let token = bao.es_token("acme").await;
-    let h = bao.harness().await;
+    let (bao, token, h) = setup("acme", true).await;
     let settings = bao.settings("acme", &token);
     let (key, edek) = tenant_with_edek(&h, "acme", &settings).await;
     // The tenant takes the ES's permissions away: the policy keeps no transit path.
@@ -366,10 +372,7 @@ async fn a_token_whose_policy_loses_the_transit_paths_is_denied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_is_denied() {
-    let bao = Bao::start().await;
-    bao.key("globex", true).await;
-    let token = bao.es_token("globex").await;
-    let h = bao.harness().await;
+    let (bao, token, h) = setup("globex", true).await;
     let (key, edek) = tenant_with_edek(&h, "globex", &bao.settings("globex", &token)).await;
     bao.ok("POST", "auth/token/revoke", json!({"token": token}))
         .await;
@@ -378,10 +381,7 @@ async fn a_revoked_token_is_denied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_key_is_denied() {
-    let bao = Bao::start().await;
-    bao.key("initech", true).await;
-    let token = bao.es_token("initech").await;
-    let h = bao.harness().await;
+    let (bao, token, h) = setup("initech", true).await;
     let settings = bao.settings("initech", &token);
     let (key, edek) = tenant_with_edek(&h, "initech", &settings).await;
     bao.ok(
@@ -404,10 +404,7 @@ async fn a_deleted_key_is_denied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_derived_key_and_an_untrusted_server_are_refused() {
-    let bao = Bao::start().await;
-    bao.key("flat", false).await;
-    let token = bao.es_token("flat").await;
-    let h = bao.harness().await;
+    let (bao, token, h) = setup("flat", false).await;
     let kms = adapter(&h, &bao.settings("flat", &token));
     let e = kms
         .wrap(&key_ref("t"), &[1u8; 32], b"ctx")
@@ -421,10 +418,7 @@ async fn a_non_derived_key_and_an_untrusted_server_are_refused() {
     // Without the test CA the server's certificate is not trusted: unreachable, no
     // downgrade.
     let untrusted = BuildContext {
-        outbound: OutboundPolicy {
-            allow_plain_http: false,
-            ..OutboundPolicy::allow_loopback_for_tests()
-        },
+        outbound: tls_only(None),
         timeout: Duration::from_secs(10),
     };
     let kms = registry::build(
@@ -440,10 +434,7 @@ async fn a_non_derived_key_and_an_untrusted_server_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_is_unreachable_and_versions_follow_rotation() {
-    let bao = Bao::start().await;
-    bao.key("hooli", true).await;
-    let token = bao.es_token("hooli").await;
-    let h = bao.harness().await;
+    let (bao, token, h) = setup("hooli", true).await;
     let kms = adapter(&h, &bao.settings("hooli", &token));
     let k = key_ref("hooli");
     assert_eq!(kms.describe(&k).await.unwrap(), 1);
@@ -504,10 +495,7 @@ async fn sealed_is_unreachable_and_versions_follow_rotation() {
 async fn plain_http_is_refused() {
     // No peer needed: the policy refuses http:// when the adapter is built.
     let h = Harness::start_with(Opts {
-        outbound: OutboundPolicy {
-            allow_plain_http: false,
-            ..OutboundPolicy::allow_loopback_for_tests()
-        },
+        outbound: tls_only(None),
         ..Opts::default()
     })
     .await;
