@@ -51,6 +51,8 @@ const FRAME_V1: u8 = 0x01;
 const BINDING_LABEL: &[u8] = b"keystead/v1/kms-binding";
 /// The prefix Transit (Vault and OpenBao alike) puts on its ciphertexts.
 const TEXT_PREFIX: &str = "vault:v";
+/// Largest answer read from the server (Transit answers are a few hundred bytes).
+const MAX_ANSWER: usize = 64 * 1024;
 /// Longest provider error text kept in a `KmsError` message.
 const MAX_ERROR_TEXT: usize = 200;
 
@@ -272,8 +274,7 @@ impl VaultKms {
         }
         let resp = req.send().await.map_err(transport_error)?;
         let status = resp.status();
-        // The body may hold a plaintext: keep it in zeroizing memory once read.
-        let bytes = Zeroizing::new(resp.bytes().await.map_err(transport_error)?.to_vec());
+        let bytes = read_body(resp).await?;
         if !status.is_success() {
             let errors = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|b| b.errors)
@@ -398,6 +399,28 @@ impl Kms for VaultKms {
     fn describe<'a>(&'a self, _key: &'a KeyRef) -> BoxFuture<'a, Result<u32, KmsError>> {
         Box::pin(async move { self.key_info().await.map(|i| i.latest_version) })
     }
+}
+
+/// Reads an answer of at most [`MAX_ANSWER`] bytes (the endpoint is the tenant's choice, so
+/// it must not be able to make the ES buffer without bound), into zeroizing memory: it may
+/// hold a plaintext.
+async fn read_body(mut resp: reqwest::Response) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    // Reserve up front so the buffer rarely moves (a moved-from buffer is not zeroized).
+    let hint = resp
+        .content_length()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(4096)
+        .min(MAX_ANSWER);
+    let mut out = Zeroizing::new(Vec::with_capacity(hint));
+    while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
+        if out.len() + chunk.len() > MAX_ANSWER {
+            return Err(KmsError::Other(format!(
+                "vault: the answer is larger than {MAX_ANSWER} bytes"
+            )));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 /// A JSON object of string fields, in zeroizing memory (it may carry a plaintext).
