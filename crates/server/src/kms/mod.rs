@@ -10,6 +10,7 @@ pub mod kmip;
 pub mod net;
 pub mod registry;
 pub mod secret;
+pub mod vault;
 
 use std::future::Future;
 use std::pin::Pin;
