@@ -1,0 +1,268 @@
+//! Building blocks of in-test HTTPS doubles of cloud KMS REST APIs (GCP Cloud KMS, Azure
+//! Key Vault), for which no emulator exists.
+//!
+//! A double is an axum router served over real TLS (`keystead_server::tls::serve_tls`) on
+//! 127.0.0.1, with a server certificate from a CA made at test time with rcgen; the
+//! harness trusts that CA through `OutboundPolicy::extra_roots_pem`, so the adapters'
+//! certificate checks really run. [`HttpsPeer`] stops (listener closed, connections
+//! refused) and starts again on the same port with the same state, for
+//! `conformance::Peer`. [`Tokens`] is the bearer-token side of an OAuth2 resource server
+//! and token endpoint; [`seal`] / [`open`] are the doubles' AES-256-GCM.
+//!
+//! Included by the provider test files with `#[path]` (it is not part of `common`, which
+//! every test binary compiles).
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use keystead_server::kms::RetryPolicy;
+use keystead_server::kms::net::OutboundPolicy;
+use keystead_server::util::random_bytes;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::common::Opts;
+use crate::common::conformance::{Peer, free_port, wait_for_port};
+
+/// A test CA and a server certificate for 127.0.0.1 / localhost signed by it.
+pub struct TestPki {
+    /// The CA certificate, PEM: what the harness trusts.
+    pub ca_pem: String,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl TestPki {
+    /// Makes the CA and the server certificate.
+    pub fn new() -> Self {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name
+            .push(DnType::CommonName, "keystead KMS double CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let chain = vec![CertificateDer::from(leaf.der().to_vec())];
+        let key = PrivateKeyDer::from_pem_slice(leaf_key.serialize_pem().as_bytes()).unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        Self {
+            ca_pem: issuer.pem(),
+            server: Arc::new(server),
+        }
+    }
+
+    /// Harness options that trust this CA (and loopback), with a KMS timeout generous enough
+    /// for a TLS handshake plus a token request on a loaded machine (a hang detector, not a
+    /// timing assertion).
+    pub fn harness_opts(&self) -> Opts {
+        let mut outbound = OutboundPolicy::allow_loopback_for_tests();
+        outbound.extra_roots_pem = vec![self.ca_pem.clone().into_bytes()];
+        Opts {
+            outbound,
+            retry: RetryPolicy {
+                timeout: Duration::from_secs(3),
+                attempts: 2,
+                backoff: Duration::from_millis(5),
+            },
+            ..Opts::default()
+        }
+    }
+}
+
+/// A router served over TLS on a fixed 127.0.0.1 port, stoppable and restartable.
+pub struct HttpsPeer {
+    port: u16,
+    router: Router,
+    tls: Arc<rustls::ServerConfig>,
+    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+impl HttpsPeer {
+    /// Serves `router` with `pki`'s certificate on a free port.
+    pub async fn start(router: Router, pki: &TestPki) -> Self {
+        let mut peer = Self {
+            port: free_port(),
+            router,
+            tls: pki.server.clone(),
+            running: None,
+        };
+        peer.listen().await;
+        peer
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    async fn listen(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("bind the double's port");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(keystead_server::tls::serve_tls(
+            listener,
+            self.router.clone(),
+            self.tls.clone(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        let task = tokio::spawn(async move {
+            let _ = task.await;
+        });
+        self.running = Some((tx, task));
+        wait_for_port(self.port, Duration::from_secs(10)).await;
+    }
+}
+
+impl Peer for HttpsPeer {
+    async fn stop(&mut self) {
+        if let Some((tx, task)) = self.running.take() {
+            let _ = tx.send(());
+            let _ = task.await;
+        }
+    }
+
+    async fn start(&mut self) {
+        if self.running.is_none() {
+            self.listen().await;
+        }
+    }
+}
+
+impl Drop for HttpsPeer {
+    fn drop(&mut self) {
+        if let Some((tx, task)) = self.running.take() {
+            let _ = tx.send(());
+            task.abort();
+        }
+    }
+}
+
+/// The bearer tokens a double issued, and what it counts about them.
+#[derive(Default)]
+pub struct Tokens {
+    valid: Mutex<HashSet<String>>,
+    /// Token requests answered with a token.
+    pub issued: AtomicU32,
+    /// API requests refused with 401.
+    pub refused: AtomicU32,
+    /// When set, even fresh tokens are refused (a credential whose access is revoked).
+    pub refuse_all: std::sync::atomic::AtomicBool,
+}
+
+impl Tokens {
+    /// Issues a new token.
+    pub fn issue(&self) -> String {
+        let token = format!("tok-{}", hex::encode(random_bytes::<16>()));
+        self.valid.lock().unwrap().insert(token.clone());
+        self.issued.fetch_add(1, Ordering::SeqCst);
+        token
+    }
+
+    /// Whether the request carries a valid bearer token (counts refusals).
+    pub fn check(&self, headers: &HeaderMap) -> bool {
+        let presented = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = !self.refuse_all.load(Ordering::SeqCst)
+            && presented.is_some_and(|t| self.valid.lock().unwrap().contains(t));
+        if !ok {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+        }
+        ok
+    }
+
+    /// Every issued token expires (the next API call gets a 401).
+    pub fn expire_all(&self) {
+        self.valid.lock().unwrap().clear();
+    }
+
+    /// (tokens issued, 401s answered).
+    pub fn counts(&self) -> (u32, u32) {
+        (
+            self.issued.load(Ordering::SeqCst),
+            self.refused.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// A JSON answer.
+pub fn answer(status: u16, body: serde_json::Value) -> Response {
+    (
+        StatusCode::from_u16(status).unwrap(),
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// The standard OAuth2 token answer for a new token.
+pub fn token_answer(tokens: &Tokens) -> Response {
+    answer(
+        200,
+        serde_json::json!({
+            "access_token": tokens.issue(),
+            "token_type": "Bearer",
+            "expires_in": 3599,
+        }),
+    )
+}
+
+/// Parses an `application/x-www-form-urlencoded` body.
+pub fn form(body: &[u8]) -> std::collections::HashMap<String, String> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// AES-256-GCM: `nonce ‖ ciphertext ‖ tag`.
+pub fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let nonce = random_bytes::<12>();
+    let ct = Aes256Gcm::new(key.into())
+        .encrypt(
+            (&nonce).into(),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .unwrap();
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&ct);
+    out
+}
+
+/// Opens [`seal`]'s output; `None` if it does not authenticate.
+pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < 12 + 16 {
+        return None;
+    }
+    let (nonce, ct) = sealed.split_at(12);
+    let nonce: [u8; 12] = nonce.try_into().ok()?;
+    Aes256Gcm::new(key.into())
+        .decrypt((&nonce).into(), Payload { msg: ct, aad })
+        .ok()
+}
