@@ -18,7 +18,7 @@ mod common;
 #[path = "common/https_double.rs"]
 mod https_double;
 
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -29,8 +29,11 @@ use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use common::conformance::{self, assert_denied, tenants};
-use common::{Harness, md};
-use https_double::{HttpsPeer, TestPki, Tokens, answer, form, open, seal, token_answer};
+use common::Harness;
+use https_double::{
+    Expect, Forced, HttpsPeer, TestPki, Tokens, answer, check_error_mapping, check_throttling,
+    check_token_flow, form, forced_token_failure, key_ref, open, seal, token_answer,
+};
 use keystead_server::kms::registry;
 use keystead_server::kms::{KeyRef, Kms, KmsError};
 use keystead_server::util::{random_bytes, unix_now};
@@ -61,10 +64,8 @@ struct Gcp {
     deny: AtomicBool,
     /// Quota exceeded.
     throttle: AtomicBool,
-    /// When non-zero, the token endpoint answers this status.
-    token_status: AtomicU16,
     /// When set, every KMS call answers this status and Google status code.
-    force: Mutex<Option<(u16, &'static str)>>,
+    force: Forced,
 }
 
 fn google_error(status: u16, code: &str, message: &str) -> Response {
@@ -92,7 +93,6 @@ impl Gcp {
             primary: Mutex::new(1),
             deny: AtomicBool::new(false),
             throttle: AtomicBool::new(false),
-            token_status: AtomicU16::new(0),
             force: Mutex::new(None),
         })
     }
@@ -117,12 +117,8 @@ impl Gcp {
 
     /// `POST /token`: the JWT bearer grant (RFC 7523) as Google checks it.
     fn token(&self, body: &[u8]) -> Response {
-        let forced = self.token_status.load(Ordering::SeqCst);
-        if forced != 0 {
-            return answer(
-                forced,
-                json!({"error": "invalid_grant", "error_description": "forced by the test"}),
-            );
+        if let Some(r) = forced_token_failure(&self.tokens, "invalid_grant") {
+            return r;
         }
         let f = form(body);
         if f.get("grant_type").map(String::as_str)
@@ -354,14 +350,6 @@ impl Setup {
     }
 }
 
-fn key_ref() -> KeyRef {
-    KeyRef {
-        tenant: "acme".into(),
-        config: "gcp-1".into(),
-        version: None,
-    }
-}
-
 // ---- tests ----------------------------------------------------------------------------
 
 #[tokio::test]
@@ -392,54 +380,13 @@ async fn removed_permission_and_disabled_version_are_denied() {
 #[tokio::test]
 async fn a_token_serves_many_calls_and_a_401_refreshes_it_once() {
     let s = setup().await;
-    let kms = s.adapter();
-    let k = key_ref();
-    for _ in 0..10 {
-        let w = kms.wrap(&k, &[7u8; 32], b"ctx").await.unwrap();
-        assert_eq!(*kms.unwrap(&k, &w.ciphertext, b"ctx").await.unwrap(), [7u8; 32]);
-    }
-    assert_eq!(s.gcp.tokens.counts(), (1, 0), "(tokens issued, 401s)");
-
-    // The token expires at Google: one 401, one refresh, and the call succeeds.
-    s.gcp.tokens.expire_all();
-    kms.describe(&k).await.unwrap();
-    assert_eq!(s.gcp.tokens.counts(), (2, 1));
-
-    // A credential whose fresh tokens are refused too: exactly one refresh, then Denied.
-    s.gcp.tokens.refuse_all.store(true, Ordering::SeqCst);
-    let e = kms.wrap(&k, &[7u8; 32], b"ctx").await.err().unwrap();
-    assert!(matches!(e, KmsError::Denied(_)), "{e}");
-    assert_eq!(s.gcp.tokens.counts(), (3, 3));
-    s.gcp.tokens.refuse_all.store(false, Ordering::SeqCst);
-
-    // The token endpoint refuses the grant (key deleted, account disabled): Denied.
-    s.gcp.tokens.expire_all();
-    s.gcp.token_status.store(400, Ordering::SeqCst);
-    let e = kms.describe(&k).await.unwrap_err();
-    assert!(matches!(&e, KmsError::Denied(m) if m.contains("invalid_grant")), "{e}");
-    // The token endpoint is down: Unreachable (retryable, counts for the breaker).
-    s.gcp.token_status.store(503, Ordering::SeqCst);
-    let e = kms.describe(&k).await.unwrap_err();
-    assert!(matches!(e, KmsError::Unreachable(_)), "{e}");
-    s.gcp.token_status.store(0, Ordering::SeqCst);
-    assert_eq!(kms.describe(&k).await.unwrap(), 1);
+    check_token_flow(&*s.adapter(), &s.gcp.tokens, "invalid_grant").await;
 }
 
 #[tokio::test]
 async fn throttling_answers_rate_limited() {
     let s = setup().await;
-    let t = tenants(&s.h, "gcp", &s.settings);
-    s.gcp.throttle.store(true, Ordering::SeqCst);
-    let r =
-        s.h.post(
-            "/v1/keys/wrap",
-            Some(&t.key),
-            &json!({ "tenant_id": t.remote, "metadata": md() }),
-        )
-        .await;
-    s.h.expect_error(&r, 429, "rate_limited");
-    s.gcp.throttle.store(false, Ordering::SeqCst);
-    s.h.wrap(&t.key, &t.remote).await;
+    check_throttling(&s.h, "gcp", &s.settings, &s.gcp.throttle).await;
 }
 
 #[tokio::test]
@@ -448,7 +395,7 @@ async fn provider_errors_map_to_the_service_classes() {
     let kms = s.adapter();
     let k = key_ref();
     let w = kms.wrap(&k, &[1u8; 32], b"ctx").await.unwrap();
-    let cases: [(u16, &str, fn(&KmsError) -> bool); 8] = [
+    let cases: [(u16, &str, Expect); 8] = [
         (403, "PERMISSION_DENIED", |e| matches!(e, KmsError::Denied(_))),
         (404, "NOT_FOUND", |e| matches!(e, KmsError::Denied(_))),
         (400, "FAILED_PRECONDITION", |e| matches!(e, KmsError::Denied(_))),
@@ -458,12 +405,7 @@ async fn provider_errors_map_to_the_service_classes() {
         (504, "DEADLINE_EXCEEDED", |e| matches!(e, KmsError::Unreachable(_))),
         (500, "INTERNAL", |e| matches!(e, KmsError::Other(_))),
     ];
-    for (status, code, expected) in cases {
-        *s.gcp.force.lock().unwrap() = Some((status, code));
-        let e = kms.unwrap(&k, &w.ciphertext, b"ctx").await.unwrap_err();
-        assert!(expected(&e), "{status} {code} → {e:?}");
-    }
-    *s.gcp.force.lock().unwrap() = None;
+    check_error_mapping(&*kms, &w.ciphertext, &s.gcp.force, &cases).await;
     // Garbage is a bad ciphertext, never a refusal or an outage.
     let e = kms.unwrap(&k, b"\x00\x00\x00\x09junk", b"ctx").await.unwrap_err();
     assert_eq!(e, KmsError::InvalidCiphertext);

@@ -16,7 +16,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -34,8 +34,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::common::Opts;
-use crate::common::conformance::{Peer, free_port, wait_for_port};
+use keystead_server::kms::{KeyRef, Kms, KmsError};
+use serde_json::Value;
+
+use crate::common::conformance::{Peer, free_port, tenants, wait_for_port};
+use crate::common::{Harness, Opts, md};
 
 /// A test CA and a server certificate for 127.0.0.1 / localhost signed by it.
 pub struct TestPki {
@@ -171,7 +174,9 @@ pub struct Tokens {
     /// API requests refused with 401.
     pub refused: AtomicU32,
     /// When set, even fresh tokens are refused (a credential whose access is revoked).
-    pub refuse_all: std::sync::atomic::AtomicBool,
+    pub refuse_all: AtomicBool,
+    /// When non-zero, the token endpoint answers this status with an OAuth2 error.
+    pub endpoint_status: AtomicU16,
 }
 
 impl Tokens {
@@ -221,6 +226,18 @@ pub fn answer(status: u16, body: serde_json::Value) -> Response {
         .into_response()
 }
 
+/// The token endpoint's answer when the test forces a failure (`error` is the OAuth2
+/// error code), else `None`.
+pub fn forced_token_failure(tokens: &Tokens, error: &str) -> Option<Response> {
+    let status = tokens.endpoint_status.load(Ordering::SeqCst);
+    (status != 0).then(|| {
+        answer(
+            status,
+            serde_json::json!({"error": error, "error_description": "forced by the test"}),
+        )
+    })
+}
+
 /// The standard OAuth2 token answer for a new token.
 pub fn token_answer(tokens: &Tokens) -> Response {
     answer(
@@ -265,4 +282,89 @@ pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
     Aes256Gcm::new(key.into())
         .decrypt((&nonce).into(), Payload { msg: ct, aad })
         .ok()
+}
+
+/// The KeyRef of adapter-level tests.
+pub fn key_ref() -> KeyRef {
+    KeyRef {
+        tenant: "acme".into(),
+        config: "cloud-1".into(),
+        version: None,
+    }
+}
+
+/// The token flow of an OAuth2-authenticated adapter over `tokens`' double: one token for
+/// many calls; an expired token answers 401 once and is refreshed once; a credential whose
+/// fresh tokens are refused too is `Denied` after exactly one refresh; a token endpoint
+/// that refuses the grant (`refused` is its OAuth2 error code) is `Denied`, one that is
+/// down is `Unreachable`.
+pub async fn check_token_flow(kms: &dyn Kms, tokens: &Tokens, refused: &str) {
+    let k = key_ref();
+    for _ in 0..10 {
+        let w = kms.wrap(&k, &[7u8; 32], b"ctx").await.unwrap();
+        assert_eq!(*kms.unwrap(&k, &w.ciphertext, b"ctx").await.unwrap(), [7u8; 32]);
+    }
+    assert_eq!(tokens.counts(), (1, 0), "(tokens issued, 401s)");
+
+    tokens.expire_all();
+    kms.describe(&k).await.unwrap();
+    assert_eq!(tokens.counts(), (2, 1));
+
+    tokens.refuse_all.store(true, Ordering::SeqCst);
+    let e = kms.wrap(&k, &[7u8; 32], b"ctx").await.err().unwrap();
+    assert!(matches!(e, KmsError::Denied(_)), "{e}");
+    assert_eq!(tokens.counts(), (3, 3));
+    tokens.refuse_all.store(false, Ordering::SeqCst);
+
+    tokens.expire_all();
+    for status in [400, 401] {
+        tokens.endpoint_status.store(status, Ordering::SeqCst);
+        let e = kms.describe(&k).await.unwrap_err();
+        assert!(matches!(&e, KmsError::Denied(m) if m.contains(refused)), "{e}");
+    }
+    tokens.endpoint_status.store(503, Ordering::SeqCst);
+    let e = kms.describe(&k).await.unwrap_err();
+    assert!(matches!(e, KmsError::Unreachable(_)), "{e}");
+    tokens.endpoint_status.store(0, Ordering::SeqCst);
+    assert!(kms.describe(&k).await.unwrap() >= 1);
+}
+
+/// The answer a double forces on every KMS call: (HTTP status, provider error code).
+pub type Forced = Mutex<Option<(u16, &'static str)>>;
+
+/// What an adapter error must be for a forced answer.
+pub type Expect = fn(&KmsError) -> bool;
+
+/// Forces each (status, code) on the double and checks the class the adapter's unwrap of
+/// `ciphertext` reports.
+pub async fn check_error_mapping(
+    kms: &dyn Kms,
+    ciphertext: &[u8],
+    force: &Forced,
+    cases: &[(u16, &'static str, Expect)],
+) {
+    let k = key_ref();
+    for (status, code, expected) in cases {
+        *force.lock().unwrap() = Some((*status, code));
+        let e = kms.unwrap(&k, ciphertext, b"ctx").await.unwrap_err();
+        assert!(expected(&e), "{status} {code} → {e:?}");
+    }
+    *force.lock().unwrap() = None;
+    assert!(kms.unwrap(&k, ciphertext, b"ctx").await.is_ok());
+}
+
+/// With the double throttling, a wrap through the API answers `429 rate_limited`.
+pub async fn check_throttling(h: &Harness, provider: &str, settings: &Value, throttle: &AtomicBool) {
+    let t = tenants(h, provider, settings);
+    throttle.store(true, Ordering::SeqCst);
+    let r = h
+        .post(
+            "/v1/keys/wrap",
+            Some(&t.key),
+            &serde_json::json!({ "tenant_id": t.remote, "metadata": md() }),
+        )
+        .await;
+    h.expect_error(&r, 429, "rate_limited");
+    throttle.store(false, Ordering::SeqCst);
+    h.wrap(&t.key, &t.remote).await;
 }
