@@ -32,7 +32,7 @@ use common::Harness;
 use common::conformance::{self, assert_denied, tenants};
 use https_double::{
     Expect, Forced, HttpsPeer, TestPki, Tokens, answer, check_error_mapping, check_throttling,
-    check_token_flow, form, forced_token_failure, key_ref, open, seal, token_answer,
+    check_token_flow, forced_token_failure, form, key_ref, open, seal, token_answer,
 };
 use keystead_server::kms::registry;
 use keystead_server::kms::{Kms, KmsError};
@@ -68,10 +68,7 @@ struct Azure {
 }
 
 fn vault_error(status: u16, code: &str, message: &str) -> Response {
-    answer(
-        status,
-        json!({"error": {"code": code, "message": message}}),
-    )
+    answer(status, json!({"error": {"code": code, "message": message}}))
 }
 
 fn new_version() -> KeyVersion {
@@ -153,18 +150,21 @@ impl Azure {
         &self,
         version: Option<&str>,
         f: impl FnOnce(&KeyVersion) -> T,
-    ) -> Result<T, Response> {
+    ) -> Result<T, Box<Response>> {
         let versions = self.versions.lock().unwrap();
         let found = match version {
             Some(id) => versions.iter().find(|v| v.id == id),
             None => versions.last(),
         };
         found.map(f).ok_or_else(|| {
-            vault_error(
+            Box::new(vault_error(
                 404,
                 "KeyNotFound",
-                &format!("A key with (name/id) {KEY_NAME}/{} was not found in this key vault.", version.unwrap_or("")),
-            )
+                &format!(
+                    "A key with (name/id) {KEY_NAME}/{} was not found in this key vault.",
+                    version.unwrap_or("")
+                ),
+            ))
         })
     }
 
@@ -172,9 +172,13 @@ impl Azure {
         let found = self.find(version, |v| (v.id.clone(), v.key, v.enabled));
         let (id, key, enabled) = match found {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
-        let op_name = if op == "wrapkey" { "wrapKey" } else { "unwrapKey" };
+        let op_name = if op == "wrapkey" {
+            "wrapKey"
+        } else {
+            "unwrapKey"
+        };
         if !enabled {
             return vault_error(
                 403,
@@ -222,7 +226,7 @@ impl Azure {
                     "attributes": {"enabled": enabled, "recoveryLevel": "Recoverable"},
                 }),
             ),
-            Err(r) => r,
+            Err(r) => *r,
         }
     }
 }
@@ -262,7 +266,11 @@ async fn handle(
         return vault_error(status, code, "forced by the test");
     }
     if d.throttle.load(Ordering::SeqCst) {
-        return vault_error(429, "Throttled", "Request was not processed because too many requests were received.");
+        return vault_error(
+            429,
+            "Throttled",
+            "Request was not processed because too many requests were received.",
+        );
     }
     if d.deny.load(Ordering::SeqCst) {
         return answer(
@@ -317,7 +325,8 @@ impl Setup {
     }
 
     fn adapter(&self) -> Arc<dyn Kms> {
-        self.build(self.settings.clone()).expect("build the azure adapter")
+        self.build(self.settings.clone())
+            .expect("build the azure adapter")
     }
 }
 
@@ -351,7 +360,10 @@ async fn removed_access_and_disabled_key_are_denied() {
     s.azure.set_enabled(false);
     assert_denied(&s.h, &t.key, &t.remote, &edek).await;
     let e = s.adapter().describe(&key_ref()).await.unwrap_err();
-    assert!(matches!(&e, KmsError::Denied(m) if m.contains("disabled")), "{e}");
+    assert!(
+        matches!(&e, KmsError::Denied(m) if m.contains("disabled")),
+        "{e}"
+    );
     s.azure.set_enabled(true);
     assert_eq!(s.h.unwrap(&t.key, &t.remote, &edek).await, dek);
 }
@@ -367,8 +379,16 @@ async fn a_wrong_client_secret_is_denied_without_being_quoted() {
     let s = setup().await;
     let mut wrong = s.settings.clone();
     wrong["client_secret"] = json!("not-the-secret-xyz");
-    let e = s.build(wrong).unwrap().describe(&key_ref()).await.unwrap_err();
-    assert!(matches!(&e, KmsError::Denied(m) if m.contains("invalid_client")), "{e}");
+    let e = s
+        .build(wrong)
+        .unwrap()
+        .describe(&key_ref())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, KmsError::Denied(m) if m.contains("invalid_client")),
+        "{e}"
+    );
     assert!(!format!("{e} {e:?}").contains("not-the-secret-xyz"));
 }
 
@@ -389,9 +409,15 @@ async fn provider_errors_map_to_the_service_classes() {
         (404, "KeyNotFound", |e| matches!(e, KmsError::Denied(_))),
         (400, "BadParameter", |e| *e == KmsError::InvalidCiphertext),
         (429, "Throttled", |e| *e == KmsError::Busy),
-        (500, "InternalServerError", |e| matches!(e, KmsError::Unreachable(_))),
-        (503, "ServiceUnavailable", |e| matches!(e, KmsError::Unreachable(_))),
-        (504, "GatewayTimeout", |e| matches!(e, KmsError::Unreachable(_))),
+        (500, "InternalServerError", |e| {
+            matches!(e, KmsError::Unreachable(_))
+        }),
+        (503, "ServiceUnavailable", |e| {
+            matches!(e, KmsError::Unreachable(_))
+        }),
+        (504, "GatewayTimeout", |e| {
+            matches!(e, KmsError::Unreachable(_))
+        }),
         (409, "Conflict", |e| matches!(e, KmsError::Other(_))),
     ];
     check_error_mapping(&*kms, &w.ciphertext, &s.azure.force, &cases).await;
@@ -432,7 +458,10 @@ async fn ciphertexts_name_their_key_version_and_survive_rotation() {
     );
     // Bad framing never reaches the vault.
     for junk in [&b""[..], b"\x02\x01a\x00", b"\x01\x05ab", b"\x01\x01/x"] {
-        assert_eq!(kms.unwrap(&k, junk, b"ctx").await.unwrap_err(), KmsError::InvalidCiphertext);
+        assert_eq!(
+            kms.unwrap(&k, junk, b"ctx").await.unwrap_err(),
+            KmsError::InvalidCiphertext
+        );
     }
 
     // Pinned to the old version: wraps use it.
@@ -441,7 +470,10 @@ async fn ciphertexts_name_their_key_version_and_survive_rotation() {
     let pinned = s.build(pinned).unwrap();
     let w = pinned.wrap(&k, &[5u8; 32], b"ctx").await.unwrap();
     assert_eq!(&w.ciphertext[2..2 + v1.len()], v1.as_bytes());
-    assert_eq!(*kms.unwrap(&k, &w.ciphertext, b"ctx").await.unwrap(), [5u8; 32]);
+    assert_eq!(
+        *kms.unwrap(&k, &w.ciphertext, b"ctx").await.unwrap(),
+        [5u8; 32]
+    );
 }
 
 #[tokio::test]
@@ -473,7 +505,9 @@ async fn settings_are_validated_without_quoting_the_secret() {
         .unwrap();
     assert!(e.to_string().contains("not allowed"), "{e}");
     let plain = with("vault", json!("http://acme.vault.azure.net"));
-    let e = registry::build("azure", plain, &strict, &s.h.builtin).err().unwrap();
+    let e = registry::build("azure", plain, &strict, &s.h.builtin)
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("https"), "{e}");
     // A credential of the wrong type is refused without being echoed.
     let e = build(with("client_secret", json!(["s3cr3t-in-array"])));

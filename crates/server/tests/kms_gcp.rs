@@ -28,11 +28,11 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
-use common::conformance::{self, assert_denied, tenants};
 use common::Harness;
+use common::conformance::{self, assert_denied, tenants};
 use https_double::{
     Expect, Forced, HttpsPeer, TestPki, Tokens, answer, check_error_mapping, check_throttling,
-    check_token_flow, form, forced_token_failure, key_ref, open, seal, token_answer,
+    check_token_flow, forced_token_failure, form, key_ref, open, seal, token_answer,
 };
 use keystead_server::kms::registry;
 use keystead_server::kms::{KeyRef, Kms, KmsError};
@@ -140,7 +140,9 @@ impl Gcp {
         let [header, claims, signature] = parts[..] else {
             return Err("not a JWT");
         };
-        let signature = B64URL.decode(signature).map_err(|_| "bad signature encoding")?;
+        let signature = B64URL
+            .decode(signature)
+            .map_err(|_| "bad signature encoding")?;
         UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &self.sa_public)
             .verify(format!("{header}.{claims}").as_bytes(), &signature)
             .map_err(|_| "Invalid JWT Signature.")?;
@@ -157,7 +159,9 @@ impl Gcp {
         );
         let ok = header["alg"] == "RS256"
             && claims["iss"] == CLIENT_EMAIL
-            && claims["aud"].as_str().is_some_and(|a| a.ends_with("/token"))
+            && claims["aud"]
+                .as_str()
+                .is_some_and(|a| a.ends_with("/token"))
             && claims["scope"]
                 .as_str()
                 .is_some_and(|s| s.split(' ').any(|s| s.ends_with("/auth/cloudkms")))
@@ -188,7 +192,10 @@ impl Gcp {
             return google_error(
                 400,
                 "FAILED_PRECONDITION",
-                &format!("{} is not enabled, current state is: DISABLED.", version_name(primary)),
+                &format!(
+                    "{} is not enabled, current state is: DISABLED.",
+                    version_name(primary)
+                ),
             );
         }
         // Like Cloud KMS's own ciphertexts, this one names its key version.
@@ -231,7 +238,10 @@ impl Gcp {
             return google_error(
                 400,
                 "FAILED_PRECONDITION",
-                &format!("{} is not enabled, current state is: DISABLED.", version_name(n)),
+                &format!(
+                    "{} is not enabled, current state is: DISABLED.",
+                    version_name(n)
+                ),
             );
         }
         match open(&v.key, &aad, sealed) {
@@ -345,8 +355,13 @@ async fn setup() -> Setup {
 
 impl Setup {
     fn adapter(&self) -> Arc<dyn Kms> {
-        registry::build("gcp", self.settings.clone(), &self.h.build_context(), &self.h.builtin)
-            .expect("build the gcp adapter")
+        registry::build(
+            "gcp",
+            self.settings.clone(),
+            &self.h.build_context(),
+            &self.h.builtin,
+        )
+        .expect("build the gcp adapter")
     }
 }
 
@@ -372,7 +387,10 @@ async fn removed_permission_and_disabled_version_are_denied() {
     s.gcp.set_enabled(1, false);
     assert_denied(&s.h, &t.key, &t.remote, &edek).await;
     let e = s.adapter().describe(&key_ref()).await.unwrap_err();
-    assert!(matches!(&e, KmsError::Denied(m) if m.contains("DISABLED")), "{e}");
+    assert!(
+        matches!(&e, KmsError::Denied(m) if m.contains("DISABLED")),
+        "{e}"
+    );
     s.gcp.set_enabled(1, true);
     assert_eq!(s.h.unwrap(&t.key, &t.remote, &edek).await, dek);
 }
@@ -396,20 +414,36 @@ async fn provider_errors_map_to_the_service_classes() {
     let k = key_ref();
     let w = kms.wrap(&k, &[1u8; 32], b"ctx").await.unwrap();
     let cases: [(u16, &str, Expect); 8] = [
-        (403, "PERMISSION_DENIED", |e| matches!(e, KmsError::Denied(_))),
+        (403, "PERMISSION_DENIED", |e| {
+            matches!(e, KmsError::Denied(_))
+        }),
         (404, "NOT_FOUND", |e| matches!(e, KmsError::Denied(_))),
-        (400, "FAILED_PRECONDITION", |e| matches!(e, KmsError::Denied(_))),
-        (400, "INVALID_ARGUMENT", |e| *e == KmsError::InvalidCiphertext),
+        (400, "FAILED_PRECONDITION", |e| {
+            matches!(e, KmsError::Denied(_))
+        }),
+        (400, "INVALID_ARGUMENT", |e| {
+            *e == KmsError::InvalidCiphertext
+        }),
         (429, "RESOURCE_EXHAUSTED", |e| *e == KmsError::Busy),
-        (503, "UNAVAILABLE", |e| matches!(e, KmsError::Unreachable(_))),
-        (504, "DEADLINE_EXCEEDED", |e| matches!(e, KmsError::Unreachable(_))),
+        (503, "UNAVAILABLE", |e| {
+            matches!(e, KmsError::Unreachable(_))
+        }),
+        (504, "DEADLINE_EXCEEDED", |e| {
+            matches!(e, KmsError::Unreachable(_))
+        }),
         (500, "INTERNAL", |e| matches!(e, KmsError::Other(_))),
     ];
     check_error_mapping(&*kms, &w.ciphertext, &s.gcp.force, &cases).await;
     // Garbage is a bad ciphertext, never a refusal or an outage.
-    let e = kms.unwrap(&k, b"\x00\x00\x00\x09junk", b"ctx").await.unwrap_err();
+    let e = kms
+        .unwrap(&k, b"\x00\x00\x00\x09junk", b"ctx")
+        .await
+        .unwrap_err();
     assert_eq!(e, KmsError::InvalidCiphertext);
-    assert_eq!(kms.unwrap(&k, b"", b"ctx").await.unwrap_err(), KmsError::InvalidCiphertext);
+    assert_eq!(
+        kms.unwrap(&k, b"", b"ctx").await.unwrap_err(),
+        KmsError::InvalidCiphertext
+    );
 }
 
 #[tokio::test]
@@ -459,7 +493,10 @@ async fn settings_are_validated_without_quoting_the_key() {
     bad_pem["service_account"]["private_key"] =
         json!("-----BEGIN PRIVATE KEY-----\nTUlJQ3NlY3JldA==\n-----END PRIVATE KEY-----\n");
     let e = build(bad_pem);
-    assert!(e.contains("private_key") && !e.contains("TUlJQ3NlY3JldA"), "{e}");
+    assert!(
+        e.contains("private_key") && !e.contains("TUlJQ3NlY3JldA"),
+        "{e}"
+    );
     // The production policy: loopback and plain HTTP are refused.
     let strict = keystead_server::kms::registry::BuildContext {
         outbound: keystead_server::kms::net::OutboundPolicy::default(),

@@ -184,7 +184,9 @@ impl<'a> Frame<'a> {
             .ok()
             .filter(|n| (1..=MAX_VERSION_LEN).contains(&usize::from(*n)))
             .filter(|_| self.version.bytes().all(|b| b.is_ascii_alphanumeric()))
-            .ok_or_else(|| KmsError::Other("azure: the answer names no usable key version".into()))?;
+            .ok_or_else(|| {
+                KmsError::Other("azure: the answer names no usable key version".into())
+            })?;
         if self.wrapped.is_empty() {
             return Err(KmsError::Other("azure: empty wrapKey answer".into()));
         }
@@ -511,21 +513,39 @@ mod tests {
     #[test]
     fn errors_are_classified() {
         let c = |op, n, code: &str| classify(op, status(n), &err(code));
-        assert!(matches!(c(Op::Wrap, 403, "Forbidden"), KmsError::Denied(m) if m.contains("Forbidden")));
-        assert!(matches!(c(Op::Unwrap, 404, "KeyNotFound"), KmsError::Denied(_)));
-        assert_eq!(c(Op::Unwrap, 400, "BadParameter"), KmsError::InvalidCiphertext);
-        assert!(matches!(c(Op::Wrap, 400, "BadParameter"), KmsError::Other(_)));
+        assert!(
+            matches!(c(Op::Wrap, 403, "Forbidden"), KmsError::Denied(m) if m.contains("Forbidden"))
+        );
+        assert!(matches!(
+            c(Op::Unwrap, 404, "KeyNotFound"),
+            KmsError::Denied(_)
+        ));
+        assert_eq!(
+            c(Op::Unwrap, 400, "BadParameter"),
+            KmsError::InvalidCiphertext
+        );
+        assert!(matches!(
+            c(Op::Wrap, 400, "BadParameter"),
+            KmsError::Other(_)
+        ));
         assert_eq!(c(Op::Wrap, 429, "Throttled"), KmsError::Busy);
         for n in [500, 502, 503, 504] {
             assert!(matches!(c(Op::Unwrap, n, "x"), KmsError::Unreachable(_)));
         }
-        assert!(matches!(c(Op::Get, 401, "Unauthorized"), KmsError::Denied(_)));
-        let inner = json!({"error": {"code": "Forbidden", "innererror": {"code": "ForbiddenByPolicy"}}});
+        assert!(matches!(
+            c(Op::Get, 401, "Unauthorized"),
+            KmsError::Denied(_)
+        ));
+        let inner =
+            json!({"error": {"code": "Forbidden", "innererror": {"code": "ForbiddenByPolicy"}}});
         assert!(matches!(
             classify(Op::Wrap, status(403), inner.to_string().as_bytes()),
             KmsError::Denied(m) if m.contains("Forbidden/ForbiddenByPolicy")
         ));
-        assert!(matches!(classify(Op::Wrap, status(403), b"not json"), KmsError::Denied(_)));
+        assert!(matches!(
+            classify(Op::Wrap, status(403), b"not json"),
+            KmsError::Denied(_)
+        ));
     }
 
     #[test]
@@ -538,9 +558,24 @@ mod tests {
         assert_eq!(bytes[0], FRAME_V1);
         assert_eq!(Frame::parse(&bytes).unwrap(), f);
         for bad in ["", "a/b", &"a".repeat(65)] {
-            assert!(Frame { version: bad, wrapped: &[1] }.write().is_err(), "{bad}");
+            assert!(
+                Frame {
+                    version: bad,
+                    wrapped: &[1]
+                }
+                .write()
+                .is_err(),
+                "{bad}"
+            );
         }
-        assert!(Frame { version: "v", wrapped: &[] }.write().is_err());
+        assert!(
+            Frame {
+                version: "v",
+                wrapped: &[]
+            }
+            .write()
+            .is_err()
+        );
     }
 
     #[test]
@@ -554,7 +589,11 @@ mod tests {
         // Cutting into the version or dropping all of the wrapped part is refused; a shorter
         // wrapped part still parses (Key Vault then refuses it).
         for n in 0..=8 {
-            assert_eq!(Frame::parse(&bytes[..n]), Err(KmsError::InvalidCiphertext), "{n}");
+            assert_eq!(
+                Frame::parse(&bytes[..n]),
+                Err(KmsError::InvalidCiphertext),
+                "{n}"
+            );
         }
         for n in 9..bytes.len() {
             assert_eq!(Frame::parse(&bytes[..n]).unwrap().version, "5f1d2c");

@@ -174,9 +174,7 @@ fn signer(pem: &Secret) -> Result<RsaKeyPair, KmsError> {
         )
     })?;
     RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).map_err(|_| {
-        KmsError::Other(
-            "gcp settings: service_account.private_key is not a usable RSA key".into(),
-        )
+        KmsError::Other("gcp settings: service_account.private_key is not a usable RSA key".into())
     })
 }
 
@@ -466,7 +464,10 @@ mod tests {
                 KmsError::Unreachable(_)
             ));
         }
-        assert!(matches!(c(Op::Decrypt, 500, "INTERNAL"), KmsError::Other(_)));
+        assert!(matches!(
+            c(Op::Decrypt, 500, "INTERNAL"),
+            KmsError::Other(_)
+        ));
         assert!(matches!(
             c(Op::Decrypt, 401, "UNAUTHENTICATED"),
             KmsError::Denied(_)
@@ -481,7 +482,10 @@ mod tests {
     #[test]
     fn key_names_are_checked() {
         assert!(check_key_name("projects/p/locations/global/keyRings/r/cryptoKeys/k").is_ok());
-        assert!(check_key_name("projects/example.com:p/locations/l/keyRings/r-1/cryptoKeys/k_2").is_ok());
+        assert!(
+            check_key_name("projects/example.com:p/locations/l/keyRings/r-1/cryptoKeys/k_2")
+                .is_ok()
+        );
         for bad in [
             "",
             "projects/p/locations/l/keyRings/r",
@@ -509,9 +513,11 @@ mod tests {
 
     #[test]
     fn a_bad_private_key_is_refused_without_quoting_it() {
-        let e = signer(&Secret::new("-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n"))
-            .err()
-            .unwrap();
+        let e = signer(&Secret::new(
+            "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n",
+        ))
+        .err()
+        .unwrap();
         assert!(!e.to_string().contains("c2VjcmV0"), "{e}");
         assert!(signer(&Secret::new("not a pem")).is_err());
     }

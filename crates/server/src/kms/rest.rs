@@ -218,7 +218,9 @@ pub(crate) async fn fetch_token(
     let (status, body) = read(provider, request).await?;
     if status.is_success() {
         let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|_| {
-            KmsError::Other(format!("{provider}: the token endpoint's answer is not a token"))
+            KmsError::Other(format!(
+                "{provider}: the token endpoint's answer is not a token"
+            ))
         })?;
         let seconds = match answer.expires_in {
             Some(serde_json::Value::Number(n)) => n.as_u64(),

@@ -16,8 +16,8 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::time::Duration;
 
 use aes_gcm::Aes256Gcm;
@@ -302,7 +302,10 @@ pub async fn check_token_flow(kms: &dyn Kms, tokens: &Tokens, refused: &str) {
     let k = key_ref();
     for _ in 0..10 {
         let w = kms.wrap(&k, &[7u8; 32], b"ctx").await.unwrap();
-        assert_eq!(*kms.unwrap(&k, &w.ciphertext, b"ctx").await.unwrap(), [7u8; 32]);
+        assert_eq!(
+            *kms.unwrap(&k, &w.ciphertext, b"ctx").await.unwrap(),
+            [7u8; 32]
+        );
     }
     assert_eq!(tokens.counts(), (1, 0), "(tokens issued, 401s)");
 
@@ -320,7 +323,10 @@ pub async fn check_token_flow(kms: &dyn Kms, tokens: &Tokens, refused: &str) {
     for status in [400, 401] {
         tokens.endpoint_status.store(status, Ordering::SeqCst);
         let e = kms.describe(&k).await.unwrap_err();
-        assert!(matches!(&e, KmsError::Denied(m) if m.contains(refused)), "{e}");
+        assert!(
+            matches!(&e, KmsError::Denied(m) if m.contains(refused)),
+            "{e}"
+        );
     }
     tokens.endpoint_status.store(503, Ordering::SeqCst);
     let e = kms.describe(&k).await.unwrap_err();
@@ -354,7 +360,12 @@ pub async fn check_error_mapping(
 }
 
 /// With the double throttling, a wrap through the API answers `429 rate_limited`.
-pub async fn check_throttling(h: &Harness, provider: &str, settings: &Value, throttle: &AtomicBool) {
+pub async fn check_throttling(
+    h: &Harness,
+    provider: &str,
+    settings: &Value,
+    throttle: &AtomicBool,
+) {
     let t = tenants(h, provider, settings);
     throttle.store(true, Ordering::SeqCst);
     let r = h
