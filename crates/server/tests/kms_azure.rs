@@ -18,7 +18,7 @@ mod common;
 #[path = "common/https_double.rs"]
 mod https_double;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -28,14 +28,12 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
-use common::Harness;
 use common::conformance::{self, assert_denied, tenants};
 use https_double::{
-    Expect, Forced, HttpsPeer, TestPki, Tokens, answer, check_error_mapping, check_throttling,
+    Expect, Refusal, Setup, Switches, Tokens, answer, check_error_mapping, check_throttling,
     check_token_flow, forced_token_failure, form, key_ref, open, seal, token_answer,
 };
-use keystead_server::kms::registry;
-use keystead_server::kms::{Kms, KmsError};
+use keystead_server::kms::KmsError;
 use keystead_server::util::random_bytes;
 use serde_json::{Value, json};
 
@@ -61,10 +59,9 @@ struct Azure {
     vault: Mutex<String>,
     /// Oldest first; the last one is current.
     versions: Mutex<Vec<KeyVersion>>,
-    /// The application lost its wrapKey/unwrapKey permission (RBAC or access policy).
-    deny: AtomicBool,
-    throttle: AtomicBool,
-    force: Forced,
+    /// deny = the application lost its wrapKey/unwrapKey permission (RBAC or access
+    /// policy).
+    switches: Switches,
 }
 
 fn vault_error(status: u16, code: &str, message: &str) -> Response {
@@ -91,9 +88,7 @@ impl Azure {
             tokens: Tokens::default(),
             vault: Mutex::new(String::new()),
             versions: Mutex::new(vec![new_version()]),
-            deny: AtomicBool::new(false),
-            throttle: AtomicBool::new(false),
-            force: Mutex::new(None),
+            switches: Switches::default(),
         })
     }
 
@@ -256,29 +251,32 @@ async fn handle(
     if method == Method::POST && path == format!("/{TENANT_ID}/oauth2/v2.0/token") {
         return d.token(&body);
     }
-    if !d.tokens.check(&headers) {
-        return vault_error(401, "Unauthorized", "AKV10013: Invalid token.");
+    match d.switches.gate(&d.tokens, &headers) {
+        None => {}
+        Some(Refusal::Unauthorized) => {
+            return vault_error(401, "Unauthorized", "AKV10013: Invalid token.");
+        }
+        Some(Refusal::Forced(status, code)) => {
+            return vault_error(status, code, "forced by the test");
+        }
+        Some(Refusal::Throttled) => {
+            return vault_error(
+                429,
+                "Throttled",
+                "Request was not processed because too many requests were received.",
+            );
+        }
+        Some(Refusal::Denied) => {
+            return answer(
+                403,
+                json!({"error": {"code": "Forbidden",
+                                 "message": "The user, group or application does not have keys wrapKey permission.",
+                                 "innererror": {"code": "ForbiddenByPolicy"}}}),
+            );
+        }
     }
     if uri.query() != Some("api-version=7.4") {
         return vault_error(400, "BadParameter", "api-version 7.4 expected.");
-    }
-    if let Some((status, code)) = *d.force.lock().unwrap() {
-        return vault_error(status, code, "forced by the test");
-    }
-    if d.throttle.load(Ordering::SeqCst) {
-        return vault_error(
-            429,
-            "Throttled",
-            "Request was not processed because too many requests were received.",
-        );
-    }
-    if d.deny.load(Ordering::SeqCst) {
-        return answer(
-            403,
-            json!({"error": {"code": "Forbidden",
-                             "message": "The user, group or application does not have keys wrapKey permission.",
-                             "innererror": {"code": "ForbiddenByPolicy"}}}),
-        );
     }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     match (method, target(path)) {
@@ -290,44 +288,22 @@ async fn handle(
 
 // ---- fixtures -------------------------------------------------------------------------
 
-struct Setup {
-    h: Harness,
-    azure: Arc<Azure>,
-    peer: HttpsPeer,
-    settings: Value,
-}
-
-async fn setup() -> Setup {
-    let pki = TestPki::new();
+async fn setup() -> Setup<Azure> {
     let azure = Azure::new();
-    let peer = HttpsPeer::start(azure.router(), &pki).await;
-    *azure.vault.lock().unwrap() = peer.url();
-    let h = Harness::start_with(pki.harness_opts()).await;
-    let settings = json!({
-        "vault": peer.url(),
-        "key": KEY_NAME,
-        "tenant_id": TENANT_ID,
-        "client_id": CLIENT_ID,
-        "client_secret": CLIENT_SECRET,
-        "authority": peer.url(),
-    });
-    Setup {
-        h,
-        azure,
-        peer,
-        settings,
-    }
-}
-
-impl Setup {
-    fn build(&self, settings: Value) -> Result<Arc<dyn Kms>, KmsError> {
-        registry::build("azure", settings, &self.h.build_context(), &self.h.builtin)
-    }
-
-    fn adapter(&self) -> Arc<dyn Kms> {
-        self.build(self.settings.clone())
-            .expect("build the azure adapter")
-    }
+    let router = azure.router();
+    let double = azure.clone();
+    Setup::start("azure", azure, router, |url| {
+        *double.vault.lock().unwrap() = url.to_owned();
+        json!({
+            "vault": url,
+            "key": KEY_NAME,
+            "tenant_id": TENANT_ID,
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "authority": url,
+        })
+    })
+    .await
 }
 
 /// The framing of the adapter's ciphertexts (docs/kms/azure.md).
@@ -352,26 +328,26 @@ async fn removed_access_and_disabled_key_are_denied() {
     let t = tenants(&s.h, "azure", &s.settings);
     let (dek, edek) = s.h.wrap(&t.key, &t.remote).await;
 
-    s.azure.deny.store(true, Ordering::SeqCst);
+    s.double.switches.deny.store(true, Ordering::SeqCst);
     assert_denied(&s.h, &t.key, &t.remote, &edek).await;
-    s.azure.deny.store(false, Ordering::SeqCst);
+    s.double.switches.deny.store(false, Ordering::SeqCst);
     assert_eq!(s.h.unwrap(&t.key, &t.remote, &edek).await, dek);
 
-    s.azure.set_enabled(false);
+    s.double.set_enabled(false);
     assert_denied(&s.h, &t.key, &t.remote, &edek).await;
     let e = s.adapter().describe(&key_ref()).await.unwrap_err();
     assert!(
         matches!(&e, KmsError::Denied(m) if m.contains("disabled")),
         "{e}"
     );
-    s.azure.set_enabled(true);
+    s.double.set_enabled(true);
     assert_eq!(s.h.unwrap(&t.key, &t.remote, &edek).await, dek);
 }
 
 #[tokio::test]
 async fn a_token_serves_many_calls_and_a_401_refreshes_it_once() {
     let s = setup().await;
-    check_token_flow(&*s.adapter(), &s.azure.tokens, "invalid_client").await;
+    check_token_flow(&*s.adapter(), &s.double.tokens, "invalid_client").await;
 }
 
 #[tokio::test]
@@ -395,7 +371,7 @@ async fn a_wrong_client_secret_is_denied_without_being_quoted() {
 #[tokio::test]
 async fn throttling_answers_rate_limited() {
     let s = setup().await;
-    check_throttling(&s.h, "azure", &s.settings, &s.azure.throttle).await;
+    check_throttling(&s.h, "azure", &s.settings, &s.double.switches.throttle).await;
 }
 
 #[tokio::test]
@@ -420,7 +396,7 @@ async fn provider_errors_map_to_the_service_classes() {
         }),
         (409, "Conflict", |e| matches!(e, KmsError::Other(_))),
     ];
-    check_error_mapping(&*kms, &w.ciphertext, &s.azure.force, &cases).await;
+    check_error_mapping(&*kms, &w.ciphertext, &s.double.switches.force, &cases).await;
 }
 
 #[tokio::test]
@@ -428,12 +404,12 @@ async fn ciphertexts_name_their_key_version_and_survive_rotation() {
     let s = setup().await;
     let kms = s.adapter();
     let k = key_ref();
-    let v1 = s.azure.current();
+    let v1 = s.double.current();
     let old = kms.generate(&k, b"ctx").await.unwrap();
     assert_eq!(old.version, 1, "Key Vault versions are reported as 1");
     assert_eq!(&old.ciphertext[2..2 + v1.len()], v1.as_bytes());
 
-    let v2 = s.azure.rotate();
+    let v2 = s.double.rotate();
     let new = kms.wrap(&k, &[4u8; 32], b"ctx").await.unwrap();
     assert_eq!(new.version, 1);
     assert_eq!(&new.ciphertext[2..2 + v2.len()], v2.as_bytes());
@@ -479,7 +455,7 @@ async fn ciphertexts_name_their_key_version_and_survive_rotation() {
 #[tokio::test]
 async fn settings_are_validated_without_quoting_the_secret() {
     let s = setup().await;
-    let build = |v: Value| s.build(v).err().map(|e| e.to_string()).unwrap_or_default();
+    let build = |v: Value| s.build_error(v);
     let with = |field: &str, value: Value| {
         let mut v = s.settings.clone();
         v[field] = value;
@@ -495,20 +471,7 @@ async fn settings_are_validated_without_quoting_the_secret() {
     missing.as_object_mut().unwrap().remove("client_secret");
     let e = build(missing);
     assert!(e.contains("client_secret"), "{e}");
-    // The production policy refuses loopback and plain HTTP.
-    let strict = registry::BuildContext {
-        outbound: keystead_server::kms::net::OutboundPolicy::default(),
-        timeout: s.h.build_context().timeout,
-    };
-    let e = registry::build("azure", s.settings.clone(), &strict, &s.h.builtin)
-        .err()
-        .unwrap();
-    assert!(e.to_string().contains("not allowed"), "{e}");
-    let plain = with("vault", json!("http://acme.vault.azure.net"));
-    let e = registry::build("azure", plain, &strict, &s.h.builtin)
-        .err()
-        .unwrap();
-    assert!(e.to_string().contains("https"), "{e}");
+    s.check_production_policy("vault", "http://acme.vault.azure.net");
     // A credential of the wrong type is refused without being echoed.
     let e = build(with("client_secret", json!(["s3cr3t-in-array"])));
     assert!(!e.contains("s3cr3t-in-array"), "{e}");

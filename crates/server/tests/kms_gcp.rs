@@ -18,7 +18,7 @@ mod common;
 #[path = "common/https_double.rs"]
 mod https_double;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -28,14 +28,12 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
-use common::Harness;
 use common::conformance::{self, assert_denied, tenants};
 use https_double::{
-    Expect, Forced, HttpsPeer, TestPki, Tokens, answer, check_error_mapping, check_throttling,
+    Expect, Refusal, Setup, Switches, Tokens, answer, check_error_mapping, check_throttling,
     check_token_flow, forced_token_failure, form, key_ref, open, seal, token_answer,
 };
-use keystead_server::kms::registry;
-use keystead_server::kms::{KeyRef, Kms, KmsError};
+use keystead_server::kms::{KeyRef, KmsError};
 use keystead_server::util::{random_bytes, unix_now};
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RsaKeyPair, UnparsedPublicKey};
 use rustls::pki_types::PrivatePkcs8KeyDer;
@@ -60,12 +58,8 @@ struct Gcp {
     versions: Mutex<Vec<KeyVersion>>,
     /// 1-based number of the primary version.
     primary: Mutex<usize>,
-    /// IAM: the service account lost `cloudkms.cryptoKeyVersions.useToEncrypt/Decrypt`.
-    deny: AtomicBool,
-    /// Quota exceeded.
-    throttle: AtomicBool,
-    /// When set, every KMS call answers this status and Google status code.
-    force: Forced,
+    /// deny = IAM: the service account lost `cloudkms.cryptoKeyVersions.useToEncrypt`.
+    switches: Switches,
 }
 
 fn google_error(status: u16, code: &str, message: &str) -> Response {
@@ -91,9 +85,7 @@ impl Gcp {
                 enabled: true,
             }]),
             primary: Mutex::new(1),
-            deny: AtomicBool::new(false),
-            throttle: AtomicBool::new(false),
-            force: Mutex::new(None),
+            switches: Switches::default(),
         })
     }
 
@@ -286,25 +278,28 @@ async fn handle(
     if method == Method::POST && path == "/token" {
         return d.token(&body);
     }
-    if !d.tokens.check(&headers) {
-        return google_error(
-            401,
-            "UNAUTHENTICATED",
-            "Request had invalid authentication credentials.",
-        );
-    }
-    if let Some((status, code)) = *d.force.lock().unwrap() {
-        return google_error(status, code, "forced by the test");
-    }
-    if d.throttle.load(Ordering::SeqCst) {
-        return google_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded.");
-    }
-    if d.deny.load(Ordering::SeqCst) {
-        return google_error(
-            403,
-            "PERMISSION_DENIED",
-            "Permission 'cloudkms.cryptoKeyVersions.useToEncrypt' denied on resource.",
-        );
+    match d.switches.gate(&d.tokens, &headers) {
+        None => {}
+        Some(Refusal::Unauthorized) => {
+            return google_error(
+                401,
+                "UNAUTHENTICATED",
+                "Request had invalid authentication credentials.",
+            );
+        }
+        Some(Refusal::Forced(status, code)) => {
+            return google_error(status, code, "forced by the test");
+        }
+        Some(Refusal::Throttled) => {
+            return google_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded.");
+        }
+        Some(Refusal::Denied) => {
+            return google_error(
+                403,
+                "PERMISSION_DENIED",
+                "Permission 'cloudkms.cryptoKeyVersions.useToEncrypt' denied on resource.",
+            );
+        }
     }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let rest = path.strip_prefix("/v1/").unwrap_or("");
@@ -318,51 +313,27 @@ async fn handle(
 
 // ---- fixtures -------------------------------------------------------------------------
 
-struct Setup {
-    h: Harness,
-    gcp: Arc<Gcp>,
-    peer: HttpsPeer,
-    settings: Value,
-}
-
-async fn setup() -> Setup {
-    let pki = TestPki::new();
+async fn setup() -> Setup<Gcp> {
     let gcp = Gcp::new();
-    let peer = HttpsPeer::start(gcp.router(), &pki).await;
-    let h = Harness::start_with(pki.harness_opts()).await;
-    let settings = json!({
-        "key": KEY,
-        "endpoint": peer.url(),
-        "service_account": {
-            "type": "service_account",
-            "project_id": "keystead-test",
-            "private_key_id": "0123456789abcdef",
-            "private_key": SA_KEY_PEM,
-            "client_email": CLIENT_EMAIL,
-            "client_id": "100000000000000000001",
-            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
-            "token_uri": format!("{}/token", peer.url()),
-            "universe_domain": "googleapis.com",
-        },
-    });
-    Setup {
-        h,
-        gcp,
-        peer,
-        settings,
-    }
-}
-
-impl Setup {
-    fn adapter(&self) -> Arc<dyn Kms> {
-        registry::build(
-            "gcp",
-            self.settings.clone(),
-            &self.h.build_context(),
-            &self.h.builtin,
-        )
-        .expect("build the gcp adapter")
-    }
+    let router = gcp.router();
+    Setup::start("gcp", gcp, router, |url| {
+        json!({
+            "key": KEY,
+            "endpoint": url,
+            "service_account": {
+                "type": "service_account",
+                "project_id": "keystead-test",
+                "private_key_id": "0123456789abcdef",
+                "private_key": SA_KEY_PEM,
+                "client_email": CLIENT_EMAIL,
+                "client_id": "100000000000000000001",
+                "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+                "token_uri": format!("{url}/token"),
+                "universe_domain": "googleapis.com",
+            },
+        })
+    })
+    .await
 }
 
 // ---- tests ----------------------------------------------------------------------------
@@ -379,32 +350,32 @@ async fn removed_permission_and_disabled_version_are_denied() {
     let t = tenants(&s.h, "gcp", &s.settings);
     let (dek, edek) = s.h.wrap(&t.key, &t.remote).await;
 
-    s.gcp.deny.store(true, Ordering::SeqCst);
+    s.double.switches.deny.store(true, Ordering::SeqCst);
     assert_denied(&s.h, &t.key, &t.remote, &edek).await;
-    s.gcp.deny.store(false, Ordering::SeqCst);
+    s.double.switches.deny.store(false, Ordering::SeqCst);
     assert_eq!(s.h.unwrap(&t.key, &t.remote, &edek).await, dek);
 
-    s.gcp.set_enabled(1, false);
+    s.double.set_enabled(1, false);
     assert_denied(&s.h, &t.key, &t.remote, &edek).await;
     let e = s.adapter().describe(&key_ref()).await.unwrap_err();
     assert!(
         matches!(&e, KmsError::Denied(m) if m.contains("DISABLED")),
         "{e}"
     );
-    s.gcp.set_enabled(1, true);
+    s.double.set_enabled(1, true);
     assert_eq!(s.h.unwrap(&t.key, &t.remote, &edek).await, dek);
 }
 
 #[tokio::test]
 async fn a_token_serves_many_calls_and_a_401_refreshes_it_once() {
     let s = setup().await;
-    check_token_flow(&*s.adapter(), &s.gcp.tokens, "invalid_grant").await;
+    check_token_flow(&*s.adapter(), &s.double.tokens, "invalid_grant").await;
 }
 
 #[tokio::test]
 async fn throttling_answers_rate_limited() {
     let s = setup().await;
-    check_throttling(&s.h, "gcp", &s.settings, &s.gcp.throttle).await;
+    check_throttling(&s.h, "gcp", &s.settings, &s.double.switches.throttle).await;
 }
 
 #[tokio::test]
@@ -433,7 +404,7 @@ async fn provider_errors_map_to_the_service_classes() {
         }),
         (500, "INTERNAL", |e| matches!(e, KmsError::Other(_))),
     ];
-    check_error_mapping(&*kms, &w.ciphertext, &s.gcp.force, &cases).await;
+    check_error_mapping(&*kms, &w.ciphertext, &s.double.switches.force, &cases).await;
     // Garbage is a bad ciphertext, never a refusal or an outage.
     let e = kms
         .unwrap(&k, b"\x00\x00\x00\x09junk", b"ctx")
@@ -454,7 +425,7 @@ async fn versions_follow_the_primary_and_old_ciphertexts_still_open() {
     assert_eq!(kms.describe(&k).await.unwrap(), 1);
     let old = kms.generate(&k, b"ctx").await.unwrap();
     assert_eq!(old.version, 1);
-    assert_eq!(s.gcp.rotate(), 2);
+    assert_eq!(s.double.rotate(), 2);
     assert_eq!(kms.describe(&k).await.unwrap(), 2);
     assert_eq!(kms.wrap(&k, &[3u8; 32], b"ctx").await.unwrap().version, 2);
     let hinted = KeyRef {
@@ -470,13 +441,7 @@ async fn versions_follow_the_primary_and_old_ciphertexts_still_open() {
 #[tokio::test]
 async fn settings_are_validated_without_quoting_the_key() {
     let s = setup().await;
-    let ctx = s.h.build_context();
-    let build = |v: Value| {
-        registry::build("gcp", v, &ctx, &s.h.builtin)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
-    };
+    let build = |v: Value| s.build_error(v);
     let mut bad_key = s.settings.clone();
     bad_key["key"] = json!("projects/p/keyRings/r");
     assert!(build(bad_key).contains("key must be"));
@@ -497,21 +462,7 @@ async fn settings_are_validated_without_quoting_the_key() {
         e.contains("private_key") && !e.contains("TUlJQ3NlY3JldA"),
         "{e}"
     );
-    // The production policy: loopback and plain HTTP are refused.
-    let strict = keystead_server::kms::registry::BuildContext {
-        outbound: keystead_server::kms::net::OutboundPolicy::default(),
-        timeout: ctx.timeout,
-    };
-    let e = registry::build("gcp", s.settings.clone(), &strict, &s.h.builtin)
-        .err()
-        .unwrap();
-    assert!(e.to_string().contains("not allowed"), "{e}");
-    let mut plain = s.settings.clone();
-    plain["endpoint"] = json!("http://cloudkms.googleapis.com");
-    let e = registry::build("gcp", plain, &strict, &s.h.builtin)
-        .err()
-        .unwrap();
-    assert!(e.to_string().contains("https"), "{e}");
+    s.check_production_policy("endpoint", "http://cloudkms.googleapis.com");
     // A credential never reaches an error message.
     let mut wrong = s.settings.clone();
     wrong["service_account"]["private_key"] = json!(42);

@@ -42,10 +42,11 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::registry::BuildContext;
-use super::rest::{self, TokenCache, binding_digest, common_status, sanitize};
+use super::rest::{
+    self, Adapter, Op, Provider, TokenCache, binding_digest, common_status, sanitize,
+};
 use super::secret::Secret;
-use super::{BoxFuture, Generated, KeyRef, Kms, KmsError, Wrapped};
-use crate::util::random_bytes;
+use super::{KeyRef, Kms, KmsError, Wrapped};
 
 const PROVIDER: &str = "azure";
 const API_VERSION: &str = "7.4";
@@ -138,7 +139,7 @@ pub fn build(settings: serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn 
     }
     let vault = rest::endpoint(PROVIDER, "vault", &s.vault, &ctx.outbound)?;
     let authority = rest::endpoint(PROVIDER, "authority", &s.authority, &ctx.outbound)?;
-    Ok(Arc::new(AzureKms {
+    Ok(Arc::new(Adapter(AzureKms {
         http: ctx.outbound.http_client(ctx.timeout)?,
         key_url: format!("{vault}/keys/{}", s.key),
         key_version: s.key_version,
@@ -147,7 +148,7 @@ pub fn build(settings: serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn 
         client_secret: s.client_secret,
         scope: s.scope,
         tokens: TokenCache::default(),
-    }))
+    })))
 }
 
 /// A parsed ciphertext: the key version that wrapped, and Key Vault's wrapKey result.
@@ -197,14 +198,6 @@ impl<'a> Frame<'a> {
         out.extend_from_slice(self.wrapped);
         Ok(out)
     }
-}
-
-/// What a Key Vault call is, for its URL and its error classes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Wrap,
-    Unwrap,
-    Get,
 }
 
 /// Key Vault's error answer: `{"error": {"code": "Forbidden", "message": …,
@@ -282,8 +275,7 @@ fn classify(op: Op, status: StatusCode, body: &[u8]) -> KmsError {
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T, KmsError> {
-    serde_json::from_slice(body)
-        .map_err(|_| KmsError::Other(format!("azure: unexpected {what} answer")))
+    rest::parse(PROVIDER, body, what)
 }
 
 fn decode(value: &Secret) -> Result<Zeroizing<Vec<u8>>, KmsError> {
@@ -330,13 +322,9 @@ impl AzureKms {
             .send(
                 PROVIDER,
                 || self.fetch_token(),
-                |token| {
-                    let req = match &body {
-                        Some(b) => self.http.post(&url).json(b),
-                        None => self.http.get(&url),
-                    };
-                    req.bearer_auth(token)
-                },
+                &self.http,
+                &url,
+                body.as_ref(),
             )
             .await
     }
@@ -348,71 +336,8 @@ impl AzureKms {
         version: Option<&str>,
         body: Option<serde_json::Value>,
     ) -> Result<Vec<u8>, KmsError> {
-        let (status, answer) = self.send(op, version, body).await?;
-        if status.is_success() {
-            Ok(answer)
-        } else {
-            Err(classify(op, status, &answer))
-        }
-    }
-
-    async fn wrap_bound(
-        &self,
-        key: &KeyRef,
-        plaintext: &[u8],
-        context: &[u8],
-    ) -> Result<Wrapped, KmsError> {
-        let mut bound = Zeroizing::new(Vec::with_capacity(plaintext.len() + DIGEST_LEN));
-        bound.extend_from_slice(plaintext);
-        bound.extend_from_slice(&binding_digest(key, context));
-        let body = json!({ "alg": ALG, "value": B64URL.encode(&*bound) });
-        let answer = self
-            .call(Op::Wrap, self.key_version.as_deref(), Some(body))
-            .await?;
-        let a: OperationAnswer = parse(&answer, "wrapKey")?;
-        let wrapped = decode(&a.value)?;
-        let version = a.kid.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-        let ciphertext = Frame {
-            version,
-            wrapped: &wrapped,
-        }
-        .write()?;
-        Ok(Wrapped {
-            ciphertext,
-            version: 1,
-        })
-    }
-
-    async fn unwrap_bound(
-        &self,
-        key: &KeyRef,
-        ciphertext: &[u8],
-        context: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-        let frame = Frame::parse(ciphertext)?;
-        let body = json!({ "alg": ALG, "value": B64URL.encode(frame.wrapped) });
-        let (status, answer) = self
-            .send(Op::Unwrap, Some(frame.version), Some(body))
-            .await?;
-        let answer = Zeroizing::new(answer);
-        if status == StatusCode::NOT_FOUND {
-            return Err(self.missing_version().await);
-        }
-        if !status.is_success() {
-            return Err(classify(Op::Unwrap, status, &answer));
-        }
-        let a: OperationAnswer = parse(&answer, "unwrapKey")?;
-        let bound = decode(&a.value)?;
-        let split = bound
-            .len()
-            .checked_sub(DIGEST_LEN)
-            .ok_or(KmsError::InvalidCiphertext)?;
-        let (plaintext, suffix) = bound.split_at(split);
-        if bool::from(suffix.ct_eq(&binding_digest(key, context))) {
-            Ok(Zeroizing::new(plaintext.to_vec()))
-        } else {
-            Err(KmsError::InvalidCiphertext)
-        }
+        let answer = self.send(op, version, body).await?;
+        rest::success(answer, |status, body| classify(op, status, body))
     }
 
     /// After a 404 on the version a ciphertext names: if the key itself is there and usable,
@@ -449,47 +374,70 @@ impl AzureKms {
     }
 }
 
-impl Kms for AzureKms {
-    fn provider(&self) -> &'static str {
-        PROVIDER
-    }
+impl Provider for AzureKms {
+    const NAME: &'static str = PROVIDER;
 
-    fn generate<'a>(
-        &'a self,
-        key: &'a KeyRef,
-        context: &'a [u8],
-    ) -> BoxFuture<'a, Result<Generated, KmsError>> {
-        Box::pin(async move {
-            let secret = Zeroizing::new(random_bytes::<32>().to_vec());
-            let w = self.wrap_bound(key, &secret, context).await?;
-            Ok(Generated {
-                plaintext: secret,
-                ciphertext: w.ciphertext,
-                version: w.version,
-            })
+    async fn wrap_key(
+        &self,
+        key: &KeyRef,
+        plaintext: &[u8],
+        context: &[u8],
+    ) -> Result<Wrapped, KmsError> {
+        let mut bound = Zeroizing::new(Vec::with_capacity(plaintext.len() + DIGEST_LEN));
+        bound.extend_from_slice(plaintext);
+        bound.extend_from_slice(&binding_digest(key, context));
+        let body = json!({ "alg": ALG, "value": B64URL.encode(&*bound) });
+        let answer = self
+            .call(Op::Wrap, self.key_version.as_deref(), Some(body))
+            .await?;
+        let a: OperationAnswer = parse(&answer, "wrapKey")?;
+        let wrapped = decode(&a.value)?;
+        let version = a.kid.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        let ciphertext = Frame {
+            version,
+            wrapped: &wrapped,
+        }
+        .write()?;
+        Ok(Wrapped {
+            ciphertext,
+            version: 1,
         })
     }
 
-    fn wrap<'a>(
-        &'a self,
-        key: &'a KeyRef,
-        plaintext: &'a [u8],
-        context: &'a [u8],
-    ) -> BoxFuture<'a, Result<Wrapped, KmsError>> {
-        Box::pin(self.wrap_bound(key, plaintext, context))
+    async fn unwrap_key(
+        &self,
+        key: &KeyRef,
+        ciphertext: &[u8],
+        context: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+        let frame = Frame::parse(ciphertext)?;
+        let body = json!({ "alg": ALG, "value": B64URL.encode(frame.wrapped) });
+        let (status, answer) = self
+            .send(Op::Unwrap, Some(frame.version), Some(body))
+            .await?;
+        let answer = Zeroizing::new(answer);
+        if status == StatusCode::NOT_FOUND {
+            return Err(self.missing_version().await);
+        }
+        if !status.is_success() {
+            return Err(classify(Op::Unwrap, status, &answer));
+        }
+        let a: OperationAnswer = parse(&answer, "unwrapKey")?;
+        let bound = decode(&a.value)?;
+        let split = bound
+            .len()
+            .checked_sub(DIGEST_LEN)
+            .ok_or(KmsError::InvalidCiphertext)?;
+        let (plaintext, suffix) = bound.split_at(split);
+        if bool::from(suffix.ct_eq(&binding_digest(key, context))) {
+            Ok(Zeroizing::new(plaintext.to_vec()))
+        } else {
+            Err(KmsError::InvalidCiphertext)
+        }
     }
 
-    fn unwrap<'a>(
-        &'a self,
-        key: &'a KeyRef,
-        ciphertext: &'a [u8],
-        context: &'a [u8],
-    ) -> BoxFuture<'a, Result<Zeroizing<Vec<u8>>, KmsError>> {
-        Box::pin(self.unwrap_bound(key, ciphertext, context))
-    }
-
-    fn describe<'a>(&'a self, _key: &'a KeyRef) -> BoxFuture<'a, Result<u32, KmsError>> {
-        Box::pin(async move { self.check_key().await.map(|()| 1) })
+    async fn current_version(&self) -> Result<u32, KmsError> {
+        self.check_key().await.map(|()| 1)
     }
 }
 

@@ -35,10 +35,12 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::registry::BuildContext;
-use super::rest::{self, TokenCache, binding_digest, common_status, sanitize};
+use super::rest::{
+    self, Adapter, Op, Provider, TokenCache, binding_digest, common_status, sanitize,
+};
 use super::secret::Secret;
-use super::{BoxFuture, Generated, KeyRef, Kms, KmsError, Wrapped};
-use crate::util::{random_bytes, unix_now};
+use super::{KeyRef, Kms, KmsError, Wrapped};
+use crate::util::unix_now;
 
 const PROVIDER: &str = "gcp";
 const DEFAULT_ENDPOINT: &str = "https://cloudkms.googleapis.com";
@@ -130,7 +132,7 @@ pub fn build(settings: serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn 
         &sa.token_uri,
         &ctx.outbound,
     )?;
-    Ok(Arc::new(GcpKms {
+    Ok(Arc::new(Adapter(GcpKms {
         http: ctx.outbound.http_client(ctx.timeout)?,
         key_url: format!("{endpoint}/v1/{}", s.key),
         token_uri,
@@ -138,7 +140,7 @@ pub fn build(settings: serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn 
         key_id: sa.private_key_id,
         signer: signer(&sa.private_key)?,
         tokens: TokenCache::default(),
-    }))
+    })))
 }
 
 /// Checks `projects/P/locations/L/keyRings/R/cryptoKeys/K`, with ids that cannot change
@@ -176,14 +178,6 @@ fn signer(pem: &Secret) -> Result<RsaKeyPair, KmsError> {
     RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).map_err(|_| {
         KmsError::Other("gcp settings: service_account.private_key is not a usable RSA key".into())
     })
-}
-
-/// The part of a Cloud KMS request that differs per call.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Encrypt,
-    Decrypt,
-    Get,
 }
 
 /// Google's error answer: `{"error": {"code": 403, "status": "PERMISSION_DENIED", …}}`.
@@ -234,7 +228,7 @@ fn classify(op: Op, status: StatusCode, body: &[u8]) -> KmsError {
     match n {
         403 | 404 => KmsError::Denied(msg),
         400 if code == "FAILED_PRECONDITION" => KmsError::Denied(msg),
-        400 if code == "INVALID_ARGUMENT" && op == Op::Decrypt => KmsError::InvalidCiphertext,
+        400 if code == "INVALID_ARGUMENT" && op == Op::Unwrap => KmsError::InvalidCiphertext,
         _ => KmsError::Other(msg),
     }
 }
@@ -248,8 +242,7 @@ fn version_of(name: &str) -> Result<u32, KmsError> {
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8], what: &str) -> Result<T, KmsError> {
-    serde_json::from_slice(body)
-        .map_err(|_| KmsError::Other(format!("gcp: unexpected {what} answer")))
+    rest::parse(PROVIDER, body, what)
 }
 
 fn decode(b64: &str, what: &str) -> Result<Vec<u8>, KmsError> {
@@ -301,32 +294,28 @@ impl GcpKms {
     /// One authenticated Cloud KMS call; the error answer is classified for `op`.
     async fn call(&self, op: Op, body: Option<serde_json::Value>) -> Result<Vec<u8>, KmsError> {
         let url = match op {
-            Op::Encrypt => format!("{}:encrypt", self.key_url),
-            Op::Decrypt => format!("{}:decrypt", self.key_url),
+            Op::Wrap => format!("{}:encrypt", self.key_url),
+            Op::Unwrap => format!("{}:decrypt", self.key_url),
             Op::Get => self.key_url.clone(),
         };
-        let (status, answer) = self
+        let answer = self
             .tokens
             .send(
                 PROVIDER,
                 || self.fetch_token(),
-                |token| {
-                    let req = match &body {
-                        Some(b) => self.http.post(&url).json(b),
-                        None => self.http.get(&url),
-                    };
-                    req.bearer_auth(token)
-                },
+                &self.http,
+                &url,
+                body.as_ref(),
             )
             .await?;
-        if status.is_success() {
-            Ok(answer)
-        } else {
-            Err(classify(op, status, &answer))
-        }
+        rest::success(answer, |status, body| classify(op, status, body))
     }
+}
 
-    async fn encrypt(
+impl Provider for GcpKms {
+    const NAME: &'static str = PROVIDER;
+
+    async fn wrap_key(
         &self,
         key: &KeyRef,
         plaintext: &[u8],
@@ -336,7 +325,7 @@ impl GcpKms {
             "plaintext": B64.encode(plaintext),
             "additionalAuthenticatedData": B64.encode(binding_digest(key, context)),
         });
-        let answer = self.call(Op::Encrypt, Some(body)).await?;
+        let answer = self.call(Op::Wrap, Some(body)).await?;
         let a: EncryptAnswer = parse(&answer, "encrypt")?;
         Ok(Wrapped {
             ciphertext: decode(&a.ciphertext, "ciphertext")?,
@@ -344,7 +333,7 @@ impl GcpKms {
         })
     }
 
-    async fn decrypt(
+    async fn unwrap_key(
         &self,
         key: &KeyRef,
         ciphertext: &[u8],
@@ -357,12 +346,12 @@ impl GcpKms {
             "ciphertext": B64.encode(ciphertext),
             "additionalAuthenticatedData": B64.encode(binding_digest(key, context)),
         });
-        let answer = Zeroizing::new(self.call(Op::Decrypt, Some(body)).await?);
+        let answer = Zeroizing::new(self.call(Op::Unwrap, Some(body)).await?);
         let a: DecryptAnswer = parse(&answer, "decrypt")?;
         decode(a.plaintext.expose(), "plaintext").map(Zeroizing::new)
     }
 
-    async fn primary_version(&self) -> Result<u32, KmsError> {
+    async fn current_version(&self) -> Result<u32, KmsError> {
         let answer = self.call(Op::Get, None).await?;
         let key: CryptoKeyAnswer = parse(&answer, "cryptoKey")?;
         let primary = key.primary.ok_or_else(|| {
@@ -375,50 +364,6 @@ impl GcpKms {
             )));
         }
         version_of(&primary.name)
-    }
-}
-
-impl Kms for GcpKms {
-    fn provider(&self) -> &'static str {
-        PROVIDER
-    }
-
-    fn generate<'a>(
-        &'a self,
-        key: &'a KeyRef,
-        context: &'a [u8],
-    ) -> BoxFuture<'a, Result<Generated, KmsError>> {
-        Box::pin(async move {
-            let secret = Zeroizing::new(random_bytes::<32>().to_vec());
-            let w = self.encrypt(key, &secret, context).await?;
-            Ok(Generated {
-                plaintext: secret,
-                ciphertext: w.ciphertext,
-                version: w.version,
-            })
-        })
-    }
-
-    fn wrap<'a>(
-        &'a self,
-        key: &'a KeyRef,
-        plaintext: &'a [u8],
-        context: &'a [u8],
-    ) -> BoxFuture<'a, Result<Wrapped, KmsError>> {
-        Box::pin(self.encrypt(key, plaintext, context))
-    }
-
-    fn unwrap<'a>(
-        &'a self,
-        key: &'a KeyRef,
-        ciphertext: &'a [u8],
-        context: &'a [u8],
-    ) -> BoxFuture<'a, Result<Zeroizing<Vec<u8>>, KmsError>> {
-        Box::pin(self.decrypt(key, ciphertext, context))
-    }
-
-    fn describe<'a>(&'a self, _key: &'a KeyRef) -> BoxFuture<'a, Result<u32, KmsError>> {
-        Box::pin(self.primary_version())
     }
 }
 
@@ -441,40 +386,37 @@ mod tests {
     fn errors_are_classified() {
         let c = |op, n, s: &str| classify(op, status(n), &err(n, s));
         assert!(matches!(
-            c(Op::Encrypt, 403, "PERMISSION_DENIED"),
+            c(Op::Wrap, 403, "PERMISSION_DENIED"),
             KmsError::Denied(m) if m.contains("PERMISSION_DENIED")
         ));
         assert!(matches!(c(Op::Get, 404, "NOT_FOUND"), KmsError::Denied(_)));
         assert!(matches!(
-            c(Op::Decrypt, 400, "FAILED_PRECONDITION"),
+            c(Op::Unwrap, 400, "FAILED_PRECONDITION"),
             KmsError::Denied(_)
         ));
         assert_eq!(
-            c(Op::Decrypt, 400, "INVALID_ARGUMENT"),
+            c(Op::Unwrap, 400, "INVALID_ARGUMENT"),
             KmsError::InvalidCiphertext
         );
         assert!(matches!(
-            c(Op::Encrypt, 400, "INVALID_ARGUMENT"),
+            c(Op::Wrap, 400, "INVALID_ARGUMENT"),
             KmsError::Other(_)
         ));
-        assert_eq!(c(Op::Encrypt, 429, "RESOURCE_EXHAUSTED"), KmsError::Busy);
+        assert_eq!(c(Op::Wrap, 429, "RESOURCE_EXHAUSTED"), KmsError::Busy);
         for n in [502, 503, 504] {
             assert!(matches!(
-                c(Op::Decrypt, n, "UNAVAILABLE"),
+                c(Op::Unwrap, n, "UNAVAILABLE"),
                 KmsError::Unreachable(_)
             ));
         }
+        assert!(matches!(c(Op::Unwrap, 500, "INTERNAL"), KmsError::Other(_)));
         assert!(matches!(
-            c(Op::Decrypt, 500, "INTERNAL"),
-            KmsError::Other(_)
-        ));
-        assert!(matches!(
-            c(Op::Decrypt, 401, "UNAUTHENTICATED"),
+            c(Op::Unwrap, 401, "UNAUTHENTICATED"),
             KmsError::Denied(_)
         ));
         // A body that is not Google's error shape still classifies by status.
         assert!(matches!(
-            classify(Op::Decrypt, status(403), b"<html>"),
+            classify(Op::Unwrap, status(403), b"<html>"),
             KmsError::Denied(_)
         ));
     }

@@ -8,6 +8,8 @@
 //! * [`fetch_token`]: the OAuth2 token request (form POST) and its error classes.
 //! * [`transport`] and [`common_status`]: the error classes every provider shares
 //!   (unreachable, timeout, throttled, refused credential).
+//! * [`Provider`] and [`Adapter`]: a provider implements wrap, unwrap and describe; the
+//!   adapter adds `generate` (32 bytes from the OS RNG, then wrap) and the `Kms` plumbing.
 //! * [`binding_digest`]: the digest that binds tenant, config and context to a ciphertext,
 //!   as AAD (GCP) or as a checked suffix of the wrapped plaintext (Azure).
 //!
@@ -21,8 +23,11 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use zeroize::Zeroizing;
+
 use super::secret::Secret;
-use super::{KeyRef, KmsError};
+use super::{BoxFuture, Generated, KeyRef, Kms, KmsError, Wrapped};
+use crate::util::random_bytes;
 
 /// A token is refreshed this long before the provider says it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
@@ -98,29 +103,147 @@ impl TokenCache {
         }
     }
 
-    /// Sends the request that `build` makes for a bearer token; on 401 drops the token,
-    /// fetches a new one and sends once more. Returns the final status and body (a second
-    /// 401 is returned as it is, for [`common_status`] to classify).
-    pub(crate) async fn send<F, Fut, B>(
+    /// Sends a JSON POST (`body`) or a GET to `url` with the bearer token; on 401 drops
+    /// the token, fetches a new one and sends once more. Returns the final status and body
+    /// (a second 401 is returned as it is, for [`common_status`] to classify).
+    pub(crate) async fn send<F, Fut>(
         &self,
         provider: &str,
         fetch: F,
-        build: B,
+        http: &reqwest::Client,
+        url: &str,
+        body: Option<&serde_json::Value>,
     ) -> Result<(StatusCode, Vec<u8>), KmsError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Token, KmsError>>,
-        B: Fn(&str) -> reqwest::RequestBuilder,
     {
         let (token, generation) = self.get(&fetch).await?;
-        let answer = read(provider, build(token.expose())).await?;
+        let answer = read(provider, request(http, url, body, token.expose())).await?;
         if answer.0 != StatusCode::UNAUTHORIZED {
             return Ok(answer);
         }
         self.invalidate(generation).await;
         let (token, _) = self.get(&fetch).await?;
-        read(provider, build(token.expose())).await
+        read(provider, request(http, url, body, token.expose())).await
     }
+}
+
+/// What a provider call does, for its URL and its error classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Encrypt / wrapKey.
+    Wrap,
+    /// Decrypt / unwrapKey.
+    Unwrap,
+    /// Read the key.
+    Get,
+}
+
+/// The body of a successful answer, or the error `classify` makes of a failed one.
+pub(crate) fn success(
+    (status, body): (StatusCode, Vec<u8>),
+    classify: impl FnOnce(StatusCode, &[u8]) -> KmsError,
+) -> Result<Vec<u8>, KmsError> {
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(classify(status, &body))
+    }
+}
+
+/// Parses a provider's JSON answer; `what` names it in the error.
+pub(crate) fn parse<'a, T: Deserialize<'a>>(
+    provider: &str,
+    body: &'a [u8],
+    what: &str,
+) -> Result<T, KmsError> {
+    serde_json::from_slice(body)
+        .map_err(|_| KmsError::Other(format!("{provider}: unexpected {what} answer")))
+}
+
+/// A REST provider's three operations; [`Adapter`] makes it a [`Kms`].
+pub(crate) trait Provider: Send + Sync + 'static {
+    /// The provider name (config `provider`, metrics, audit events).
+    const NAME: &'static str;
+    /// Encrypts `plaintext` under the key, bound to `key` and `context`.
+    fn wrap_key(
+        &self,
+        key: &KeyRef,
+        plaintext: &[u8],
+        context: &[u8],
+    ) -> impl Future<Output = Result<Wrapped, KmsError>> + Send;
+    /// Decrypts what [`Self::wrap_key`] made for the same `key` and `context`.
+    fn unwrap_key(
+        &self,
+        key: &KeyRef,
+        ciphertext: &[u8],
+        context: &[u8],
+    ) -> impl Future<Output = Result<Zeroizing<Vec<u8>>, KmsError>> + Send;
+    /// The key's current version, or why it is unusable.
+    fn current_version(&self) -> impl Future<Output = Result<u32, KmsError>> + Send;
+}
+
+/// A [`Provider`] as a [`Kms`].
+pub(crate) struct Adapter<P>(pub(crate) P);
+
+impl<P: Provider> Kms for Adapter<P> {
+    fn provider(&self) -> &'static str {
+        P::NAME
+    }
+
+    fn generate<'a>(
+        &'a self,
+        key: &'a KeyRef,
+        context: &'a [u8],
+    ) -> BoxFuture<'a, Result<Generated, KmsError>> {
+        Box::pin(async move {
+            let secret = Zeroizing::new(random_bytes::<32>().to_vec());
+            let w = self.0.wrap_key(key, &secret, context).await?;
+            Ok(Generated {
+                plaintext: secret,
+                ciphertext: w.ciphertext,
+                version: w.version,
+            })
+        })
+    }
+
+    fn wrap<'a>(
+        &'a self,
+        key: &'a KeyRef,
+        plaintext: &'a [u8],
+        context: &'a [u8],
+    ) -> BoxFuture<'a, Result<Wrapped, KmsError>> {
+        Box::pin(self.0.wrap_key(key, plaintext, context))
+    }
+
+    fn unwrap<'a>(
+        &'a self,
+        key: &'a KeyRef,
+        ciphertext: &'a [u8],
+        context: &'a [u8],
+    ) -> BoxFuture<'a, Result<Zeroizing<Vec<u8>>, KmsError>> {
+        Box::pin(self.0.unwrap_key(key, ciphertext, context))
+    }
+
+    fn describe<'a>(&'a self, _key: &'a KeyRef) -> BoxFuture<'a, Result<u32, KmsError>> {
+        // One config names one provider key: the KeyRef adds nothing to look up.
+        Box::pin(self.0.current_version())
+    }
+}
+
+/// A JSON POST (`body`) or a GET, with a bearer token.
+fn request(
+    http: &reqwest::Client,
+    url: &str,
+    body: Option<&serde_json::Value>,
+    token: &str,
+) -> reqwest::RequestBuilder {
+    match body {
+        Some(b) => http.post(url).json(b),
+        None => http.get(url),
+    }
+    .bearer_auth(token)
 }
 
 /// Sends a request and reads its status and body (bounded).

@@ -34,6 +34,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use keystead_server::kms::registry;
 use keystead_server::kms::{KeyRef, Kms, KmsError};
 use serde_json::Value;
 
@@ -378,4 +379,122 @@ pub async fn check_throttling(
     h.expect_error(&r, 429, "rate_limited");
     throttle.store(false, Ordering::SeqCst);
     h.wrap(&t.key, &t.remote).await;
+}
+
+/// The switches every double has besides its tokens.
+#[derive(Default)]
+pub struct Switches {
+    /// The credential lost its permission on the key.
+    pub deny: AtomicBool,
+    /// The provider throttles.
+    pub throttle: AtomicBool,
+    /// Every KMS call answers this (status, provider error code).
+    pub force: Forced,
+}
+
+/// Why a double refuses a KMS call before looking at it; each double answers it in its
+/// provider's error shape.
+pub enum Refusal {
+    /// No valid bearer token: 401.
+    Unauthorized,
+    /// The test forces (status, code).
+    Forced(u16, &'static str),
+    /// 429.
+    Throttled,
+    /// 403.
+    Denied,
+}
+
+impl Switches {
+    /// The refusal a call gets, in the order the real services check: authentication, then
+    /// quota, then authorization.
+    pub fn gate(&self, tokens: &Tokens, headers: &HeaderMap) -> Option<Refusal> {
+        if !tokens.check(headers) {
+            return Some(Refusal::Unauthorized);
+        }
+        if let Some((status, code)) = *self.force.lock().unwrap() {
+            return Some(Refusal::Forced(status, code));
+        }
+        if self.throttle.load(Ordering::SeqCst) {
+            return Some(Refusal::Throttled);
+        }
+        self.deny.load(Ordering::SeqCst).then_some(Refusal::Denied)
+    }
+}
+
+/// A harness, a double served over TLS, and the adapter settings that point at it.
+pub struct Setup<D> {
+    pub h: Harness,
+    pub double: Arc<D>,
+    pub peer: HttpsPeer,
+    pub settings: Value,
+    provider: &'static str,
+}
+
+impl<D> Setup<D> {
+    /// Serves `router` (the double's) and starts a harness that trusts it; `settings` gets
+    /// the double's base URL.
+    pub async fn start(
+        provider: &'static str,
+        double: Arc<D>,
+        router: Router,
+        settings: impl FnOnce(&str) -> Value,
+    ) -> Self {
+        let pki = TestPki::new();
+        let peer = HttpsPeer::start(router, &pki).await;
+        let h = Harness::start_with(pki.harness_opts()).await;
+        let settings = settings(&peer.url());
+        Self {
+            h,
+            double,
+            peer,
+            settings,
+            provider,
+        }
+    }
+
+    /// Builds the adapter from `settings` in the harness's context.
+    pub fn build(&self, settings: Value) -> Result<Arc<dyn Kms>, KmsError> {
+        registry::build(
+            self.provider,
+            settings,
+            &self.h.build_context(),
+            &self.h.builtin,
+        )
+    }
+
+    /// The adapter of [`Self::settings`].
+    pub fn adapter(&self) -> Arc<dyn Kms> {
+        self.build(self.settings.clone())
+            .expect("build the adapter")
+    }
+
+    /// The message of the error `settings` fail to build with ("" if they build).
+    pub fn build_error(&self, settings: Value) -> String {
+        self.build(settings)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Under the production outbound policy, the double's loopback endpoint is refused, and
+    /// so is a plain-HTTP one (`field` set to `plain_url`).
+    pub fn check_production_policy(&self, field: &str, plain_url: &str) {
+        let strict = registry::BuildContext {
+            outbound: OutboundPolicy::default(),
+            timeout: self.h.build_context().timeout,
+        };
+        let build = |v: Value| {
+            registry::build(self.provider, v, &strict, &self.h.builtin)
+                .err()
+                .expect("refused")
+                .to_string()
+        };
+        let e = build(self.settings.clone());
+        assert!(e.contains("not allowed"), "{e}");
+        let mut plain = self.settings.clone();
+        plain[field] = Value::from(plain_url);
+        let e = build(plain);
+        assert!(e.contains("https"), "{e}");
+    }
 }
