@@ -69,6 +69,18 @@ fn google_error(status: u16, code: &str, message: &str) -> Response {
     )
 }
 
+/// What Cloud KMS answers for a disabled key version.
+fn disabled(n: usize) -> Response {
+    google_error(
+        400,
+        "FAILED_PRECONDITION",
+        &format!(
+            "{} is not enabled, current state is: DISABLED.",
+            version_name(n)
+        ),
+    )
+}
+
 fn version_name(n: usize) -> String {
     format!("{KEY}/cryptoKeyVersions/{n}")
 }
@@ -181,14 +193,7 @@ impl Gcp {
         let versions = self.versions.lock().unwrap();
         let v = &versions[primary - 1];
         if !v.enabled {
-            return google_error(
-                400,
-                "FAILED_PRECONDITION",
-                &format!(
-                    "{} is not enabled, current state is: DISABLED.",
-                    version_name(primary)
-                ),
-            );
+            return disabled(primary);
         }
         // Like Cloud KMS's own ciphertexts, this one names its key version.
         let mut ct = u32::try_from(primary).unwrap().to_be_bytes().to_vec();
@@ -227,14 +232,7 @@ impl Gcp {
             return invalid();
         };
         if !v.enabled {
-            return google_error(
-                400,
-                "FAILED_PRECONDITION",
-                &format!(
-                    "{} is not enabled, current state is: DISABLED.",
-                    version_name(n)
-                ),
-            );
+            return disabled(n);
         }
         match open(&v.key, &aad, sealed) {
             Some(pt) => answer(
