@@ -464,6 +464,7 @@ async fn settings_are_validated_without_quoting_the_secret() {
     assert!(build(with("key", json!("a/../b"))).contains("key must be"));
     assert!(build(with("key_version", json!("v1/unwrapkey"))).contains("key_version"));
     assert!(build(with("tenant_id", json!("a/b"))).contains("tenant_id"));
+    assert!(build(with("tenant_id", json!(".."))).contains("tenant_id"));
     assert!(build(with("client_secret", json!(""))).contains("must not be empty"));
     assert!(build(with("region", json!("x"))).contains("unknown field"));
     assert!(build(with("vault", json!("not a url"))).contains("vault"));

@@ -110,7 +110,9 @@ pub fn build(settings: serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn 
     let s: Settings = serde_json::from_value(settings)
         .map_err(|e| KmsError::Other(format!("azure settings: {e}")))?;
     let name_ok = |v: &str, max: usize, extra: &[char]| {
+        // "." and ".." would be path segments that URL parsing resolves.
         !v.is_empty()
+            && !v.chars().all(|c| c == '.')
             && v.len() <= max
             && v.chars()
                 .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))

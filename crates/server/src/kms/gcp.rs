@@ -153,7 +153,9 @@ fn check_key_name(key: &str) -> Result<(), KmsError> {
         && parts[4] == "keyRings"
         && parts[6] == "cryptoKeys";
     let ids_ok = parts.iter().skip(1).step_by(2).all(|id| {
+        // "." and ".." would be path segments that URL parsing resolves.
         !id.is_empty()
+            && !id.chars().all(|c| c == '.')
             && id.len() <= 128
             && id
                 .chars()
@@ -435,6 +437,8 @@ mod tests {
             "projects/p/locations/l/keyRings/r/cryptoKeys/k?x=1",
             "projects/p/locations/l/keyRings/r/cryptoKeys/..%2f",
             "projects//locations/l/keyRings/r/cryptoKeys/k",
+            "projects/../locations/l/keyRings/r/cryptoKeys/k",
+            "projects/p/locations/l/keyRings/./cryptoKeys/k",
             "project/p/locations/l/keyRings/r/cryptoKeys/k",
         ] {
             assert!(check_key_name(bad).is_err(), "{bad}");
