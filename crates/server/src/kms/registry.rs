@@ -17,7 +17,7 @@ use crate::kms::builtin::BuiltinKms;
 use crate::store::KmsConfig;
 
 /// The providers this build knows, as named in a config's `provider`.
-pub const PROVIDERS: &[&str] = &["builtin", "kmip", "vault"];
+pub const PROVIDERS: &[&str] = &["builtin", "kmip", "vault", "gcp", "azure"];
 
 /// What adapters need besides their own settings.
 #[derive(Clone, Debug)]
@@ -35,8 +35,9 @@ pub fn build(
     ctx: &BuildContext,
     builtin: &Arc<BuiltinKms>,
 ) -> Result<Arc<dyn Kms>, KmsError> {
-    let _ = ctx;
     match provider {
+        "gcp" => super::gcp::build(settings, ctx),
+        "azure" => super::azure::build(settings, ctx),
         "builtin" => {
             if settings.as_object().is_some_and(|m| !m.is_empty()) {
                 return Err(KmsError::Other(
