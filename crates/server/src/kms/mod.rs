@@ -7,6 +7,7 @@ pub mod builtin;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod net;
+pub mod pkcs11;
 pub mod registry;
 pub mod secret;
 

@@ -17,7 +17,7 @@ use crate::kms::builtin::BuiltinKms;
 use crate::store::KmsConfig;
 
 /// The providers this build knows, as named in a config's `provider`.
-pub const PROVIDERS: &[&str] = &["builtin"];
+pub const PROVIDERS: &[&str] = &["builtin", "pkcs11"];
 
 /// What adapters need besides their own settings.
 #[derive(Clone, Debug)]
@@ -45,6 +45,7 @@ pub fn build(
             }
             Ok(builtin.clone())
         }
+        "pkcs11" => super::pkcs11::build(settings, ctx),
         other => Err(KmsError::Other(format!(
             "KMS provider '{other}' is not available in this build (known: {})",
             PROVIDERS.join(", ")
