@@ -314,6 +314,8 @@ fn stale(e: &CkError) -> bool {
                 | RvError::SessionClosed
                 | RvError::UserNotLoggedIn
                 | RvError::KeyHandleInvalid
+                | RvError::WrappingKeyHandleInvalid
+                | RvError::UnwrappingKeyHandleInvalid
                 | RvError::ObjectHandleInvalid
                 | RvError::TokenNotPresent
                 | RvError::DeviceRemoved
@@ -711,7 +713,8 @@ fn kwp_open(
         Attribute::Value(v) => Some(Zeroizing::new(std::mem::take(v))),
         _ => None,
     });
-    let value = value.ok_or_else(|| KmsError::Other("pkcs11: unwrapped value unreadable".into()))?;
+    let value =
+        value.ok_or_else(|| KmsError::Other("pkcs11: unwrapped value unreadable".into()))?;
     split_bound(&value, binding).map_err(OpError::from)
 }
 
@@ -1048,6 +1051,9 @@ mod tests {
         let here = std::env::current_exe().unwrap().canonicalize().unwrap();
         let e = check_module(&here, &[]).unwrap_err();
         assert!(e.to_string().contains(MODULES_ENV), "{e}");
-        assert_eq!(check_module(&here, std::slice::from_ref(&here)).unwrap(), here);
+        assert_eq!(
+            check_module(&here, std::slice::from_ref(&here)).unwrap(),
+            here
+        );
     }
 }
