@@ -351,12 +351,7 @@ async fn malformed_foreign_and_misversioned_ciphertexts_are_not_outages() {
         let two = registry::build("pkcs11", settings("k2", mechanism), &ctx, &h.builtin).unwrap();
         let w = one.wrap(&k, &[1u8; 32], b"c").await.unwrap();
         // Malformed frames never reach the HSM.
-        for bad in [
-            &[][..],
-            &[1],
-            &[2, 1],
-            &w.ciphertext[..29],
-        ] {
+        for bad in [&[][..], &[1], &[2, 1], &w.ciphertext[..29]] {
             assert_eq!(
                 one.unwrap(&k, bad, b"c").await.err(),
                 Some(KmsError::InvalidCiphertext)

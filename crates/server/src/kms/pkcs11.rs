@@ -235,12 +235,15 @@ pub fn shared_module(path: &Path) -> Result<Pkcs11, KmsError> {
     Ok(p)
 }
 
+/// (module, slot id) → salted digest of the PIN that logged in there.
+type Logins = HashMap<(PathBuf, u64), [u8; 32]>;
+
 /// PKCS#11 login state is per token and per process, shared by all sessions: a second
 /// `C_Login` answers `CKR_USER_ALREADY_LOGGED_IN` whatever PIN it carries. To tell a
 /// wrong PIN from a right one then, the process remembers a salted digest of the PIN that
 /// logged in to each (module, slot).
-fn logins() -> &'static Mutex<HashMap<(PathBuf, u64), [u8; 32]>> {
-    static LOGINS: OnceLock<Mutex<HashMap<(PathBuf, u64), [u8; 32]>>> = OnceLock::new();
+fn logins() -> &'static Mutex<Logins> {
+    static LOGINS: OnceLock<Mutex<Logins>> = OnceLock::new();
     LOGINS.get_or_init(Mutex::default)
 }
 
@@ -403,7 +406,7 @@ impl<'a> Frame<'a> {
             MECH_KWP => {
                 // RFC 5649 output: at least two semiblocks, whole semiblocks.
                 let max = MAX_PLAINTEXT + BINDING_LEN + 16;
-                if rest.len() < 16 || rest.len() % 8 != 0 || rest.len() > max {
+                if rest.len() < 16 || !rest.len().is_multiple_of(8) || rest.len() > max {
                     return Err(bad());
                 }
                 Ok(Frame::Kwp { wrapped: rest })
@@ -888,7 +891,7 @@ mod tests {
         }
         for n in 0..kwp.len() {
             let r = Frame::parse(&kwp[..n]);
-            let ok = n >= HEADER_LEN + 16 && (n - HEADER_LEN) % 8 == 0;
+            let ok = n >= HEADER_LEN + 16 && (n - HEADER_LEN).is_multiple_of(8);
             assert_eq!(r.is_ok(), ok, "kwp truncated to {n}");
             if let Err(e) = r {
                 assert_eq!(e, KmsError::InvalidCiphertext);
