@@ -382,6 +382,15 @@ async fn malformed_foreign_and_misversioned_ciphertexts_are_not_outages() {
     }
 }
 
+/// The conformance tenants on key `tenant-acme` (AES-GCM), and an EDEK of the remote-mode
+/// tenant that round-trips through the API.
+async fn served_tenant(h: &Harness) -> (Tenants, String) {
+    let t = conformance::tenants(h, "pkcs11", &settings("tenant-acme", "aes-gcm"));
+    let (dek, edek) = h.wrap(&t.key, &t.remote).await;
+    assert_eq!(h.unwrap(&t.key, &t.remote, &edek).await, dek);
+    (t, edek)
+}
+
 #[tokio::test]
 async fn a_key_without_usage_attributes_is_denied() {
     let Some(hsm) = softhsm() else { return };
@@ -406,10 +415,7 @@ async fn a_key_without_usage_attributes_is_denied() {
     }
 
     // Through the API: a usable key, then an HSM admin turns its usage off.
-    let settings = settings("tenant-acme", "aes-gcm");
-    let t = conformance::tenants(&h, "pkcs11", &settings);
-    let (dek, edek) = h.wrap(&t.key, &t.remote).await;
-    assert_eq!(h.unwrap(&t.key, &t.remote, &edek).await, dek);
+    let (t, edek) = served_tenant(&h).await;
     hsm.disable_key("tenant-acme");
     assert_denied(&h, &t.key, &t.remote, &edek).await;
 }
@@ -419,10 +425,7 @@ async fn a_deleted_key_is_denied() {
     let Some(hsm) = softhsm() else { return };
     hsm.create_key("tenant-acme", ALL);
     let h = Harness::start().await;
-    let settings = settings("tenant-acme", "aes-gcm");
-    let t = conformance::tenants(&h, "pkcs11", &settings);
-    let (dek, edek) = h.wrap(&t.key, &t.remote).await;
-    assert_eq!(h.unwrap(&t.key, &t.remote, &edek).await, dek);
+    let (t, edek) = served_tenant(&h).await;
     // The adapter's pooled session still holds the old key handle: it is replaced, the
     // key looked up again, and its absence reported as a refusal.
     hsm.destroy_key("tenant-acme");
@@ -464,8 +467,7 @@ async fn a_wrong_pin_is_denied_and_not_retried() {
     assert!(matches!(e, KmsError::Denied(_)), "{e}");
 
     // Through the API: the tenant's config gets a wrong PIN.
-    let t = conformance::tenants(&h, "pkcs11", &settings("tenant-acme", "aes-gcm"));
-    let (_, edek) = h.wrap(&t.key, &t.remote).await;
+    let (t, edek) = served_tenant(&h).await;
     h.add_kms_config(&t.remote, &t.config, "pkcs11", &wrong);
     assert_denied(&h, &t.key, &t.remote, &edek).await;
     let events = serde_json::to_string(&h.events()).unwrap();

@@ -662,18 +662,25 @@ fn wipe(attrs: &mut [Attribute]) {
     }
 }
 
-fn kwp_seal(conn: &Conn, plaintext: &[u8], binding: &[u8; 32]) -> Result<Vec<u8>, OpError> {
-    let mut value = plaintext.to_vec();
-    value.extend_from_slice(binding);
-    let mut template = [
+/// The template of the short-lived generic secret that carries `plaintext ‖ binding`
+/// through key wrap: a private session object, extractable (it must be wrapped), and
+/// readable back only on the unwrap side (`sensitive = false`).
+fn carrier_template(sensitive: bool) -> Vec<Attribute> {
+    vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::GENERIC_SECRET),
         Attribute::Token(false),
         Attribute::Private(true),
-        Attribute::Sensitive(true),
+        Attribute::Sensitive(sensitive),
         Attribute::Extractable(true),
-        Attribute::Value(value),
-    ];
+    ]
+}
+
+fn kwp_seal(conn: &Conn, plaintext: &[u8], binding: &[u8; 32]) -> Result<Vec<u8>, OpError> {
+    let mut value = plaintext.to_vec();
+    value.extend_from_slice(binding);
+    let mut template = carrier_template(true);
+    template.push(Attribute::Value(value));
     let created = conn.session.create_object(&template);
     wipe(&mut template);
     let tmp = TempObject {
@@ -694,17 +701,12 @@ fn kwp_open(
     wrapped: &[u8],
     binding: &[u8; 32],
 ) -> Result<Zeroizing<Vec<u8>>, OpError> {
-    let template = [
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::GENERIC_SECRET),
-        Attribute::Token(false),
-        Attribute::Private(true),
-        Attribute::Sensitive(false),
-        Attribute::Extractable(true),
-    ];
-    let handle =
-        conn.session
-            .unwrap_key(&CkMechanism::AesKeyWrapPad, conn.key, wrapped, &template)?;
+    let handle = conn.session.unwrap_key(
+        &CkMechanism::AesKeyWrapPad,
+        conn.key,
+        wrapped,
+        &carrier_template(false),
+    )?;
     let tmp = TempObject {
         session: &conn.session,
         handle,
