@@ -478,32 +478,34 @@ impl Inner {
         let ours = pin_digest(&self.pin);
         let id = (self.module.clone(), slot.id());
         let pin = AuthPin::from(self.pin.expose().to_owned());
+        // One login at a time in the process, so a concurrent adapter's login in progress
+        // never looks like a foreign one. Logins are rare (one per new session).
+        let mut logins = lock(logins());
         let res = match session.login(UserType::User, Some(&pin)) {
-            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
-                match lock(logins()).get(&id) {
-                    Some(theirs) if bool::from(theirs.ct_eq(&ours)) => return Ok(()),
-                    Some(_) => Err(KmsError::Denied(
-                        "pkcs11 C_Login: CKR_PIN_INCORRECT (the token is logged in with \
-                         another PIN)"
-                            .into(),
-                    )),
-                    // Logged in by code that is not an adapter: check our PIN ourselves.
-                    None => {
-                        let _ = session.logout();
-                        session
-                            .login(UserType::User, Some(&pin))
-                            .map_err(|e| classify(&e))
-                    }
+            Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => match logins.get(&id) {
+                Some(theirs) if bool::from(theirs.ct_eq(&ours)) => Ok(()),
+                Some(_) => Err(KmsError::Denied(
+                    "pkcs11 C_Login: CKR_PIN_INCORRECT (the token is logged in with another \
+                     PIN)"
+                        .into(),
+                )),
+                // Logged in by code that is not an adapter: check our PIN ourselves.
+                None => {
+                    let _ = session.logout();
+                    session
+                        .login(UserType::User, Some(&pin))
+                        .map_err(|e| classify(&e))
                 }
-            }
+            },
             other => other.map_err(|e| classify(&e)),
         };
         match res {
             Ok(()) => {
-                lock(logins()).insert(id, ours);
+                logins.insert(id, ours);
                 Ok(())
             }
             Err(e @ KmsError::Denied(_)) => {
+                drop(logins);
                 *lock(&self.latched) = Some(e.clone());
                 Err(e)
             }
