@@ -10,6 +10,7 @@ pub mod fake;
 pub mod kmip;
 pub mod gcp;
 pub mod net;
+pub mod pkcs11;
 pub mod registry;
 pub(crate) mod rest;
 pub mod secret;
