@@ -4,7 +4,9 @@
 #   tests/interop/requirements.txt       pyhpke, for the HPKE interop test
 #                                         (crates/core/tests/hpke_interop.rs runs
 #                                         `.venv/bin/python` unless KEYSTEAD_PYTHON is set);
-#   tests/schemathesis/requirements.txt  schemathesis, for scripts/schemathesis.sh.
+#   tests/schemathesis/requirements.txt  schemathesis, for scripts/schemathesis.sh;
+#   tests/kms/aws/requirements.txt       moto[server] (moto_server), the AWS KMS peer of
+#                                         crates/server/tests/kms_aws.rs.
 #
 # Idempotent: a stamp inside the venv records the SHA-256 of every requirements file; when it
 # matches and the venv's python runs, the script exits without touching anything.
@@ -17,6 +19,7 @@ venv="$repo_root/.venv"
 requirements=(
     "$repo_root/tests/interop/requirements.txt"
     "$repo_root/tests/schemathesis/requirements.txt"
+    "$repo_root/tests/kms/aws/requirements.txt"
 )
 stamp="$venv/.keystead-requirements.sha256"
 base_python="${PYTHON:-python3}"
@@ -71,5 +74,6 @@ done
 "$venv/bin/python" -m pip install --disable-pip-version-check --quiet "${pip_args[@]}"
 "$venv/bin/python" -c 'import pyhpke, cryptography; print("setup-venv: pyhpke", pyhpke.__version__, "/ cryptography", cryptography.__version__)'
 "$venv/bin/python" -c 'from importlib.metadata import version; print("setup-venv: schemathesis", version("schemathesis"))'
+"$venv/bin/python" -c 'from importlib.metadata import version; print("setup-venv: moto", version("moto"))'
 printf '%s\n' "$want" >"$stamp"
 echo "setup-venv: done"

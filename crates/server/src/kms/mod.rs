@@ -2,6 +2,7 @@
 //! the way the API reports them, and a wrapper that adds a timeout and bounded, jittered
 //! retries for retryable errors only.
 
+pub mod aws;
 pub mod breaker;
 pub mod builtin;
 #[cfg(any(test, feature = "test-util"))]

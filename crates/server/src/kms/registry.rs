@@ -17,7 +17,7 @@ use crate::kms::builtin::BuiltinKms;
 use crate::store::KmsConfig;
 
 /// The providers this build knows, as named in a config's `provider`.
-pub const PROVIDERS: &[&str] = &["builtin"];
+pub const PROVIDERS: &[&str] = &["builtin", "aws"];
 
 /// What adapters need besides their own settings.
 #[derive(Clone, Debug)]
@@ -35,7 +35,6 @@ pub fn build(
     ctx: &BuildContext,
     builtin: &Arc<BuiltinKms>,
 ) -> Result<Arc<dyn Kms>, KmsError> {
-    let _ = ctx;
     match provider {
         "builtin" => {
             if settings.as_object().is_some_and(|m| !m.is_empty()) {
@@ -45,6 +44,7 @@ pub fn build(
             }
             Ok(builtin.clone())
         }
+        "aws" => super::aws::build(settings, ctx),
         other => Err(KmsError::Other(format!(
             "KMS provider '{other}' is not available in this build (known: {})",
             PROVIDERS.join(", ")
