@@ -62,10 +62,7 @@ impl Moto {
     async fn start() -> Self {
         let bin = venv_bin("moto_server");
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!(
-            "keystead-moto-{}-{port}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("keystead-moto-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -186,8 +183,8 @@ async fn moto_disabled_key_is_refused_by_describe_and_ciphertexts_are_pinned_to_
     let e = kms_other
         .unwrap(&key, &w.ciphertext, b"ctx")
         .await
-        .err()
-        .expect("another key's blob must not unwrap");
+        .map(drop)
+        .expect_err("another key's blob must not unwrap");
     assert!(
         matches!(e, KmsError::InvalidCiphertext | KmsError::Denied(_)),
         "{e:?}"
@@ -202,8 +199,15 @@ async fn moto_disabled_key_is_refused_by_describe_and_ciphertexts_are_pinned_to_
     // (moto's DisableKey wants the bare key id, not the ARN.)
     let id = arn.rsplit('/').next().unwrap();
     client.disable_key().key_id(id).send().await.unwrap();
-    let e = kms.describe(&key).await.err().expect("disabled key");
-    assert!(matches!(&e, KmsError::Denied(m) if m.contains("Disabled")), "{e:?}");
+    let e = kms
+        .describe(&key)
+        .await
+        .map(drop)
+        .expect_err("disabled key");
+    assert!(
+        matches!(&e, KmsError::Denied(m) if m.contains("Disabled")),
+        "{e:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -271,7 +275,10 @@ async fn double_handler(
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let blob = |field: &str| B64.decode(req[field].as_str().unwrap_or("")).unwrap_or_default();
+    let blob = |field: &str| {
+        B64.decode(req[field].as_str().unwrap_or(""))
+            .unwrap_or_default()
+    };
     let key_id = "arn:aws:kms:us-east-1:111122223333:key/double";
     match target {
         "TrentService.Encrypt" => {
@@ -373,19 +380,39 @@ async fn aws_errors_map_to_kms_errors_at_the_adapter() {
     let ct = kms.wrap(&key, &[1u8; 32], b"x").await.unwrap().ciphertext;
     type Check = fn(&KmsError) -> bool;
     let cases: [(u16, &str, Check); 13] = [
-        (400, "AccessDeniedException", |e| matches!(e, KmsError::Denied(_))),
-        (400, "DisabledException", |e| matches!(e, KmsError::Denied(_))),
-        (400, "KMSInvalidStateException", |e| matches!(e, KmsError::Denied(_))),
-        (400, "NotFoundException", |e| matches!(e, KmsError::Denied(_))),
-        (500, "KeyUnavailableException", |e| matches!(e, KmsError::Denied(_))),
-        (400, "UnrecognizedClientException", |e| matches!(e, KmsError::Denied(_))),
-        (400, "InvalidCiphertextException", |e| *e == KmsError::InvalidCiphertext),
-        (400, "IncorrectKeyException", |e| *e == KmsError::InvalidCiphertext),
+        (400, "AccessDeniedException", |e| {
+            matches!(e, KmsError::Denied(_))
+        }),
+        (400, "DisabledException", |e| {
+            matches!(e, KmsError::Denied(_))
+        }),
+        (400, "KMSInvalidStateException", |e| {
+            matches!(e, KmsError::Denied(_))
+        }),
+        (400, "NotFoundException", |e| {
+            matches!(e, KmsError::Denied(_))
+        }),
+        (500, "KeyUnavailableException", |e| {
+            matches!(e, KmsError::Denied(_))
+        }),
+        (400, "UnrecognizedClientException", |e| {
+            matches!(e, KmsError::Denied(_))
+        }),
+        (400, "InvalidCiphertextException", |e| {
+            *e == KmsError::InvalidCiphertext
+        }),
+        (400, "IncorrectKeyException", |e| {
+            *e == KmsError::InvalidCiphertext
+        }),
         (400, "ThrottlingException", |e| *e == KmsError::Busy),
         (400, "LimitExceededException", |e| *e == KmsError::Busy),
-        (500, "KMSInternalException", |e| matches!(e, KmsError::Unreachable(_))),
+        (500, "KMSInternalException", |e| {
+            matches!(e, KmsError::Unreachable(_))
+        }),
         (503, "", |e| matches!(e, KmsError::Unreachable(_))),
-        (400, "ValidationException", |e| matches!(e, KmsError::Other(_))),
+        (400, "ValidationException", |e| {
+            matches!(e, KmsError::Other(_))
+        }),
     ];
     for (status, code, check) in cases {
         double.fail_with(status, code);
@@ -396,7 +423,9 @@ async fn aws_errors_map_to_kms_errors_at_the_adapter() {
                 "generate" => kms.generate(&key, b"x").await.map(|_| ()),
                 _ => kms.describe(&key).await.map(|_| ()),
             };
-            let e = res.err().unwrap_or_else(|| panic!("{op} with {code} succeeded"));
+            let e = res
+                .err()
+                .unwrap_or_else(|| panic!("{op} with {code} succeeded"));
             assert!(check(&e), "{op}: HTTP {status} {code} → {e:?}");
             let text = format!("{e} {e:?}");
             assert!(!text.contains(SECRET_ACCESS_KEY), "{text}");
@@ -408,14 +437,11 @@ async fn aws_errors_map_to_kms_errors_at_the_adapter() {
 
     // A hung KMS: Timeout (never a hang of our own).
     double.fail_with(0, "");
-    let e = tokio::time::timeout(
-        conformance::QUICK,
-        kms.unwrap(&key, &ct, b"x"),
-    )
-    .await
-    .expect("the adapter hung")
-    .err()
-    .expect("a hung KMS cannot answer");
+    let e = tokio::time::timeout(conformance::QUICK, kms.unwrap(&key, &ct, b"x"))
+        .await
+        .expect("the adapter hung")
+        .map(drop)
+        .expect_err("a hung KMS cannot answer");
     assert_eq!(e, KmsError::Timeout);
 
     // Nothing listens: Unreachable.
@@ -426,7 +452,11 @@ async fn aws_errors_map_to_kms_errors_at_the_adapter() {
         &h.builtin,
     )
     .unwrap();
-    let e = dead.unwrap(&key, &ct, b"x").await.err().expect("nothing listens");
+    let e = dead
+        .unwrap(&key, &ct, b"x")
+        .await
+        .map(drop)
+        .expect_err("nothing listens");
     assert!(matches!(e, KmsError::Unreachable(_)), "{e:?}");
 
     // A name resolving to loopback is refused after resolution when loopback is not
@@ -447,7 +477,11 @@ async fn aws_errors_map_to_kms_errors_at_the_adapter() {
         &h.builtin,
     )
     .unwrap();
-    let e = guarded.unwrap(&key, &ct, b"x").await.err().expect("refused");
+    let e = guarded
+        .unwrap(&key, &ct, b"x")
+        .await
+        .map(drop)
+        .expect_err("refused");
     assert!(
         matches!(&e, KmsError::Unreachable(m) if m.contains("non-public")),
         "{e:?}"

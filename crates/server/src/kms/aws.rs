@@ -174,9 +174,11 @@ fn from_environment() -> Result<(String, Secret, Option<Secret>), KmsError> {
     let id = var("AWS_ACCESS_KEY_ID").ok_or_else(|| {
         settings_error("credentials are \"environment\" but AWS_ACCESS_KEY_ID is not set")
     })?;
-    let secret = var("AWS_SECRET_ACCESS_KEY").map(Secret::new).ok_or_else(|| {
-        settings_error("credentials are \"environment\" but AWS_SECRET_ACCESS_KEY is not set")
-    })?;
+    let secret = var("AWS_SECRET_ACCESS_KEY")
+        .map(Secret::new)
+        .ok_or_else(|| {
+            settings_error("credentials are \"environment\" but AWS_SECRET_ACCESS_KEY is not set")
+        })?;
     Ok((id, secret, var("AWS_SESSION_TOKEN").map(Secret::new)))
 }
 
@@ -450,9 +452,7 @@ pub fn classify_service_error(code: Option<&str>, message: Option<&str>, status:
             | "AccessDenied",
         ) => KmsError::Denied(detail()),
         // The blob is not one this key made under this encryption context.
-        Some("InvalidCiphertextException" | "IncorrectKeyException") => {
-            KmsError::InvalidCiphertext
-        }
+        Some("InvalidCiphertextException" | "IncorrectKeyException") => KmsError::InvalidCiphertext,
         Some(
             "ThrottlingException"
             | "LimitExceededException"
@@ -525,7 +525,10 @@ fn user_error(msg: impl Into<String>) -> ConnectorError {
 }
 
 /// Sends one signed SDK request through reqwest and hands back the answer as the SDK's.
-async fn send(client: &reqwest::Client, request: HttpRequest) -> Result<HttpResponse, ConnectorError> {
+async fn send(
+    client: &reqwest::Client,
+    request: HttpRequest,
+) -> Result<HttpResponse, ConnectorError> {
     let method = reqwest::Method::from_bytes(request.method().as_bytes())
         .map_err(|e| user_error(format!("HTTP method: {e}")))?;
     // KMS request bodies are small in-memory JSON documents, never streams.
@@ -684,7 +687,9 @@ mod tests {
         }
         assert!(matches!(c("Whatever", 503), KmsError::Unreachable(_)));
         assert_eq!(c("Whatever", 429), KmsError::Busy);
-        assert!(matches!(c("ValidationException", 400), KmsError::Other(m) if m.contains("ValidationException")));
+        assert!(
+            matches!(c("ValidationException", 400), KmsError::Other(m) if m.contains("ValidationException"))
+        );
         assert!(matches!(
             classify_service_error(None, None, 400),
             KmsError::Other(m) if m.contains("no error code")
