@@ -263,43 +263,23 @@ async fn aws_errors_map_to_kms_errors_at_the_adapter() {
         version: None,
     };
     let ct = kms.wrap(&key, &[1u8; 32], b"x").await.unwrap().ciphertext;
-    type Check = fn(&KmsError) -> bool;
-    let cases: [(u16, &str, Check); 13] = [
-        (400, "AccessDeniedException", |e| {
-            matches!(e, KmsError::Denied(_))
-        }),
-        (400, "DisabledException", |e| {
-            matches!(e, KmsError::Denied(_))
-        }),
-        (400, "KMSInvalidStateException", |e| {
-            matches!(e, KmsError::Denied(_))
-        }),
-        (400, "NotFoundException", |e| {
-            matches!(e, KmsError::Denied(_))
-        }),
-        (500, "KeyUnavailableException", |e| {
-            matches!(e, KmsError::Denied(_))
-        }),
-        (400, "UnrecognizedClientException", |e| {
-            matches!(e, KmsError::Denied(_))
-        }),
-        (400, "InvalidCiphertextException", |e| {
-            *e == KmsError::InvalidCiphertext
-        }),
-        (400, "IncorrectKeyException", |e| {
-            *e == KmsError::InvalidCiphertext
-        }),
-        (400, "ThrottlingException", |e| *e == KmsError::Busy),
-        (400, "LimitExceededException", |e| *e == KmsError::Busy),
-        (500, "KMSInternalException", |e| {
-            matches!(e, KmsError::Unreachable(_))
-        }),
-        (503, "", |e| matches!(e, KmsError::Unreachable(_))),
-        (400, "ValidationException", |e| {
-            matches!(e, KmsError::Other(_))
-        }),
+    // (HTTP status, AWS error code, the `KmsError::outcome` it must map to)
+    let cases = [
+        (400, "AccessDeniedException", "denied"),
+        (400, "DisabledException", "denied"),
+        (400, "KMSInvalidStateException", "denied"),
+        (400, "NotFoundException", "denied"),
+        (500, "KeyUnavailableException", "denied"),
+        (400, "UnrecognizedClientException", "denied"),
+        (400, "InvalidCiphertextException", "invalid_ciphertext"),
+        (400, "IncorrectKeyException", "invalid_ciphertext"),
+        (400, "ThrottlingException", "busy"),
+        (400, "LimitExceededException", "busy"),
+        (500, "KMSInternalException", "unreachable"),
+        (503, "", "unreachable"),
+        (400, "ValidationException", "error"),
     ];
-    for (status, code, check) in cases {
+    for (status, code, outcome) in cases {
         double.fail_with(status, code);
         for op in ["unwrap", "wrap", "generate", "describe"] {
             let res = match op {
@@ -311,7 +291,7 @@ async fn aws_errors_map_to_kms_errors_at_the_adapter() {
             let e = res
                 .err()
                 .unwrap_or_else(|| panic!("{op} with {code} succeeded"));
-            assert!(check(&e), "{op}: HTTP {status} {code} → {e:?}");
+            assert_eq!(e.outcome(), outcome, "{op}: HTTP {status} {code} → {e:?}");
             let text = format!("{e} {e:?}");
             assert!(!text.contains(SECRET_ACCESS_KEY), "{text}");
             if !code.is_empty() && !matches!(e, KmsError::InvalidCiphertext | KmsError::Busy) {
@@ -330,18 +310,8 @@ async fn aws_errors_map_to_kms_errors_at_the_adapter() {
     assert_eq!(e, KmsError::Timeout);
 
     // Nothing listens: Unreachable.
-    let dead = registry::build(
-        "aws",
-        settings(&format!("http://127.0.0.1:{}", free_port()), "k"),
-        &h.build_context(),
-        &h.builtin,
-    )
-    .unwrap();
-    let e = dead
-        .unwrap(&key, &ct, b"x")
-        .await
-        .map(drop)
-        .expect_err("nothing listens");
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let e = unwrap_error_at(&h, &dead, &h.build_context(), &ct).await;
     assert!(matches!(e, KmsError::Unreachable(_)), "{e:?}");
 
     // A name resolving to loopback is refused after resolution when loopback is not
@@ -355,20 +325,23 @@ async fn aws_errors_map_to_kms_errors_at_the_adapter() {
         timeout: Duration::from_secs(2),
     };
     double.serve();
-    let guarded = registry::build(
-        "aws",
-        settings(&format!("http://localhost:{port}"), "k"),
-        &strict,
-        &h.builtin,
-    )
-    .unwrap();
-    let e = guarded
-        .unwrap(&key, &ct, b"x")
-        .await
-        .map(drop)
-        .expect_err("refused");
+    let e = unwrap_error_at(&h, &format!("http://localhost:{port}"), &strict, &ct).await;
     assert!(
         matches!(&e, KmsError::Unreachable(m) if m.contains("non-public")),
         "{e:?}"
     );
+}
+
+/// The error of an unwrap through a fresh adapter for `endpoint` (which must fail).
+async fn unwrap_error_at(h: &Harness, endpoint: &str, ctx: &BuildContext, ct: &[u8]) -> KmsError {
+    let kms = registry::build("aws", settings(endpoint, "k"), ctx, &h.builtin).unwrap();
+    let key = KeyRef {
+        tenant: "t".into(),
+        config: "c".into(),
+        version: None,
+    };
+    kms.unwrap(&key, ct, b"x")
+        .await
+        .map(drop)
+        .expect_err("an unwrap that must fail succeeded")
 }

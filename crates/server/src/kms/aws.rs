@@ -257,21 +257,14 @@ impl AwsKms {
             .send()
             .await
             .map_err(|e| classify(&e))?;
-        let plaintext = Zeroizing::new(
-            out.plaintext
-                .ok_or_else(|| missing("GenerateDataKey", "Plaintext"))?
-                .into_inner(),
-        );
+        let plaintext = Zeroizing::new(field(out.plaintext, "GenerateDataKey", "Plaintext")?);
         if plaintext.len() != 32 {
             return Err(KmsError::Other(format!(
                 "aws: GenerateDataKey returned {} bytes, not 32",
                 plaintext.len()
             )));
         }
-        let ciphertext = out
-            .ciphertext_blob
-            .ok_or_else(|| missing("GenerateDataKey", "CiphertextBlob"))?
-            .into_inner();
+        let ciphertext = field(out.ciphertext_blob, "GenerateDataKey", "CiphertextBlob")?;
         Ok(Generated {
             plaintext,
             ciphertext,
@@ -294,12 +287,8 @@ impl AwsKms {
             .send()
             .await
             .map_err(|e| classify(&e))?;
-        let ciphertext = out
-            .ciphertext_blob
-            .ok_or_else(|| missing("Encrypt", "CiphertextBlob"))?
-            .into_inner();
         Ok(Wrapped {
-            ciphertext,
+            ciphertext: field(out.ciphertext_blob, "Encrypt", "CiphertextBlob")?,
             version: 1,
         })
     }
@@ -323,11 +312,11 @@ impl AwsKms {
             .send()
             .await
             .map_err(|e| classify(&e))?;
-        Ok(Zeroizing::new(
-            out.plaintext
-                .ok_or_else(|| missing("Decrypt", "Plaintext"))?
-                .into_inner(),
-        ))
+        Ok(Zeroizing::new(field(
+            out.plaintext,
+            "Decrypt",
+            "Plaintext",
+        )?))
     }
 
     async fn describe_key(&self) -> Result<u32, KmsError> {
@@ -354,6 +343,12 @@ impl AwsKms {
 
 fn missing(operation: &str, field: &str) -> KmsError {
     KmsError::Other(format!("aws: {operation} answered without {field}"))
+}
+
+/// A blob member of an answer, which KMS always sends on success.
+fn field(blob: Option<Blob>, operation: &str, name: &str) -> Result<Vec<u8>, KmsError> {
+    blob.map(Blob::into_inner)
+        .ok_or_else(|| missing(operation, name))
 }
 
 impl Kms for AwsKms {
