@@ -78,9 +78,32 @@ async fn moto_disabled_key_is_refused_by_describe_and_ciphertexts_are_pinned_to_
         kms.unwrap(&key, b"", b"ctx").await,
         Err(KmsError::InvalidCiphertext)
     ));
-    // Disable the key at moto: describe reports it unusable.
+    // A key that cannot wrap (an HMAC key) is named as such by describe.
     let (client, _) =
         keystead_server::kms::aws::sdk_client(settings(&moto.endpoint, &arn), &ctx).unwrap();
+    let hmac = client
+        .create_key()
+        .key_spec(aws_sdk_kms::types::KeySpec::Hmac256)
+        .key_usage(aws_sdk_kms::types::KeyUsageType::GenerateVerifyMac)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .arn
+        .unwrap();
+    let kms_hmac =
+        registry::build("aws", settings(&moto.endpoint, &hmac), &ctx, &h.builtin).unwrap();
+    let e = kms_hmac
+        .describe(&key)
+        .await
+        .map(drop)
+        .expect_err("an HMAC key");
+    assert!(
+        matches!(&e, KmsError::Other(m) if m.contains("HMAC_256")),
+        "{e:?}"
+    );
+    // Disable the key at moto: describe reports it unusable.
     // (moto's DisableKey wants the bare key id, not the ARN.)
     let id = arn.rsplit('/').next().unwrap();
     client.disable_key().key_id(id).send().await.unwrap();

@@ -32,7 +32,7 @@ use aws_sdk_kms::config::{
 };
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::{DataKeySpec, KeyState};
+use aws_sdk_kms::types::{DataKeySpec, KeySpec, KeyState};
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
 };
@@ -330,6 +330,19 @@ impl AwsKms {
         let meta = out
             .key_metadata
             .ok_or_else(|| missing("DescribeKey", "KeyMetadata"))?;
+        // Only a symmetric encryption key serves GenerateDataKey/Encrypt/Decrypt as used
+        // here: say so at config time instead of failing every call later.
+        if let Some(spec) = meta
+            .key_spec
+            .as_ref()
+            .filter(|s| **s != KeySpec::SymmetricDefault)
+        {
+            return Err(KmsError::Other(format!(
+                "aws: key {} is a {} key; a SYMMETRIC_DEFAULT encryption key is needed",
+                meta.key_id,
+                spec.as_str()
+            )));
+        }
         match meta.key_state {
             Some(KeyState::Enabled) | None if meta.enabled => Ok(1),
             state => Err(KmsError::Denied(format!(
