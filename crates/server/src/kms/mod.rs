@@ -3,6 +3,7 @@
 //! retries for retryable errors only.
 
 pub mod azure;
+pub mod aws;
 pub mod breaker;
 pub mod builtin;
 #[cfg(any(test, feature = "test-util"))]

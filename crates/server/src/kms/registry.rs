@@ -17,7 +17,7 @@ use crate::kms::builtin::BuiltinKms;
 use crate::store::KmsConfig;
 
 /// The providers this build knows, as named in a config's `provider`.
-pub const PROVIDERS: &[&str] = &["builtin", "kmip", "vault", "gcp", "azure", "pkcs11"];
+pub const PROVIDERS: &[&str] = &["builtin", "kmip", "vault", "gcp", "azure", "pkcs11", "aws"];
 
 /// What adapters need besides their own settings.
 #[derive(Clone, Debug)]
@@ -49,6 +49,7 @@ pub fn build(
         "kmip" => crate::kms::kmip::build(settings, ctx),
         "vault" => super::vault::build(settings, ctx),
         "pkcs11" => super::pkcs11::build(settings, ctx),
+        "aws" => super::aws::build(settings, ctx),
         other => Err(KmsError::Other(format!(
             "KMS provider '{other}' is not available in this build (known: {})",
             PROVIDERS.join(", ")
