@@ -2,14 +2,14 @@
 //! the way the API reports them, and a wrapper that adds a timeout and bounded, jittered
 //! retries for retryable errors only.
 
-pub mod azure;
 pub mod aws;
+pub mod azure;
 pub mod breaker;
 pub mod builtin;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
-pub mod kmip;
 pub mod gcp;
+pub mod kmip;
 pub mod net;
 pub mod pkcs11;
 pub mod registry;

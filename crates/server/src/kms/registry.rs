@@ -17,7 +17,7 @@ use crate::kms::builtin::BuiltinKms;
 use crate::store::KmsConfig;
 
 /// The providers this build knows, as named in a config's `provider`.
-pub const PROVIDERS: &[&str] = &["builtin", "kmip", "vault", "gcp", "azure", "pkcs11", "aws"];
+pub const PROVIDERS: &[&str] = &["builtin", "aws", "gcp", "azure", "vault", "kmip", "pkcs11"];
 
 /// What adapters need besides their own settings.
 #[derive(Clone, Debug)]
@@ -36,8 +36,6 @@ pub fn build(
     builtin: &Arc<BuiltinKms>,
 ) -> Result<Arc<dyn Kms>, KmsError> {
     match provider {
-        "gcp" => super::gcp::build(settings, ctx),
-        "azure" => super::azure::build(settings, ctx),
         "builtin" => {
             if settings.as_object().is_some_and(|m| !m.is_empty()) {
                 return Err(KmsError::Other(
@@ -46,10 +44,12 @@ pub fn build(
             }
             Ok(builtin.clone())
         }
-        "kmip" => crate::kms::kmip::build(settings, ctx),
-        "vault" => super::vault::build(settings, ctx),
-        "pkcs11" => super::pkcs11::build(settings, ctx),
         "aws" => super::aws::build(settings, ctx),
+        "gcp" => super::gcp::build(settings, ctx),
+        "azure" => super::azure::build(settings, ctx),
+        "vault" => super::vault::build(settings, ctx),
+        "kmip" => super::kmip::build(settings, ctx),
+        "pkcs11" => super::pkcs11::build(settings, ctx),
         other => Err(KmsError::Other(format!(
             "KMS provider '{other}' is not available in this build (known: {})",
             PROVIDERS.join(", ")
