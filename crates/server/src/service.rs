@@ -23,7 +23,10 @@ use crate::kms::breaker::{Breaker, BreakerPolicy};
 use crate::kms::builtin::BuiltinKms;
 use crate::kms::net::OutboundPolicy;
 use crate::kms::registry::{BuildContext, Registry};
-use crate::kms::{Generated, KeyRef, Kms, KmsError, RetryPolicy, Wrapped, with_retries};
+use crate::kms::{
+    AsymmetricScheme, Generated, KeyRef, Kms, KmsError, LocalWrap, RetryPolicy, Wrapped,
+    with_retries,
+};
 use crate::lease::{LeaseManager, LeasePolicy, leased_key_context};
 use crate::metrics::Metrics;
 use crate::store::{ConfigState, KmsConfig, Store, Tenant, TenantMode};
@@ -65,8 +68,17 @@ impl Default for ServiceOptions {
     }
 }
 
-/// (tenant, config) → (key version, its public key, when fetched), for asymmetric mode.
-type PublicKeyCache = HashMap<(String, String), (u32, EncryptionPublicKey, Duration)>;
+/// An asymmetric config's current public key.
+#[derive(Clone)]
+enum AsymKey {
+    /// X25519 (built-in KMS): asymmetric-mode EDEKs (HPKE).
+    X25519(u32, EncryptionPublicKey),
+    /// A provider key the ES encrypts to locally (Transit RSA): remote-mode EDEKs.
+    Local(Arc<dyn LocalWrap>),
+}
+
+/// (tenant, config) → (public key, when fetched), for asymmetric mode.
+type PublicKeyCache = HashMap<(String, String), (AsymKey, Duration)>;
 
 /// Per (tenant, KMS config): the concurrency limit and the circuit breaker.
 struct KmsGate {
@@ -405,7 +417,12 @@ impl Service {
             }
             (TenantMode::Asymmetric, dek) => {
                 // No KMS call: the public key is cached; the wrap is still audited.
-                let (version, public) = self.public_key(&*kms, t, &config).await?;
+                let (version, public) = match self.public_key(&*kms, t, &config).await? {
+                    AsymKey::X25519(version, public) => (version, public),
+                    AsymKey::Local(wrapper) => {
+                        return Self::wrap_local(&*wrapper, tenant_id, config_id, dek, trace);
+                    }
+                };
                 if let Some(k) = trace.kms.as_mut() {
                     k.key_version = Some(version);
                 }
@@ -462,6 +479,57 @@ impl Service {
         }
     }
 
+    /// Asymmetric mode with a provider whose public key the ES encrypts to locally (Transit
+    /// RSA): no KMS call. A fresh DEK gets a remote-mode EDEK made locally: 32 random bytes
+    /// encrypted to the public key are the KMS ciphertext, and the DEK is derived from them
+    /// and the header as in remote mode, so the ordinary remote unwrap (one KMS decrypt)
+    /// opens it. An existing DEK (rekey into asymmetric mode) cannot be carried in a
+    /// remote-mode EDEK; it goes under a one-use leased key encrypted to the public key,
+    /// as remote mode does with a KMS wrap: still no KMS call, one per unwrap.
+    fn wrap_local(
+        wrapper: &dyn LocalWrap,
+        tenant_id: TenantId,
+        config_id: ConfigId,
+        dek: Option<Dek>,
+        trace: &mut Trace,
+    ) -> Result<WrappedDek, ApiError> {
+        let version = wrapper.version();
+        if let Some(k) = trace.kms.as_mut() {
+            k.key_version = Some(version);
+        }
+        match dek {
+            None => {
+                let header = EdekHeader::remote(tenant_id, config_id, KeyVersion(version));
+                let secret = zeroize::Zeroizing::new(random_bytes::<32>());
+                let w = wrapper.wrap(&secret[..])?;
+                let (dek, edek) = Edek::seal_remote(header, &secret[..], &w.ciphertext)
+                    .map_err(|_| ApiError::internal("seal-remote-local"))?;
+                Ok(WrappedDek {
+                    dek,
+                    edek: edek.to_bytes(),
+                })
+            }
+            Some(dek) => {
+                let key = LeasedKey::generate(&mut os_rng());
+                let w = wrapper.wrap(key.expose_secret())?;
+                let edek = Edek::wrap_leased(
+                    &mut os_rng(),
+                    tenant_id,
+                    config_id,
+                    KeyVersion(w.version),
+                    &key,
+                    &w.ciphertext,
+                    &dek,
+                )
+                .map_err(|_| ApiError::internal("wrap-one-use-local"))?;
+                Ok(WrappedDek {
+                    dek,
+                    edek: edek.to_bytes(),
+                })
+            }
+        }
+    }
+
     /// The current key version of a remote-mode config (cached for 30 s).
     async fn current_version(
         &self,
@@ -502,31 +570,40 @@ impl Service {
         kms: &dyn Kms,
         t: &Tenant,
         config: &KmsConfig,
-    ) -> Result<(u32, EncryptionPublicKey), ApiError> {
+    ) -> Result<AsymKey, ApiError> {
         let key = (t.id.clone(), config.id.clone());
         let now = self.clock.now();
-        if let Some((v, public, at)) = self
+        if let Some((public, at)) = self
             .public_keys
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             && now < *at + Duration::from_secs(30)
         {
-            return Ok((*v, public.clone()));
+            return Ok(public.clone());
         }
         let key_ref = KeyRef {
             tenant: t.id.clone(),
             config: config.id.clone(),
             version: None,
         };
-        let (v, public) = self
-            .kms_call(kms, &t.id, &config.id, || kms.public_key(&key_ref))
-            .await?;
+        let public = match kms.asymmetric_scheme() {
+            AsymmetricScheme::X25519Hpke => {
+                let (v, public) = self
+                    .kms_call(kms, &t.id, &config.id, || kms.public_key(&key_ref))
+                    .await?;
+                AsymKey::X25519(v, public)
+            }
+            AsymmetricScheme::LocalRemote => AsymKey::Local(
+                self.kms_call(kms, &t.id, &config.id, || kms.local_wrapper(&key_ref))
+                    .await?,
+            ),
+        };
         self.public_keys
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (v, public.clone(), now));
-        Ok((v, public))
+            .insert(key, (public.clone(), now));
+        Ok(public)
     }
 
     /// Forgets cached key versions and public keys (after a rotation made in this process).

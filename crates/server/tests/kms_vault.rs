@@ -18,7 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::conformance::{self, Peer, assert_denied, free_port, venv_bin, wait_for_port};
-use common::{Harness, Opts};
+use common::{Harness, Opts, unb64};
+use keystead_core::edek::{Edek, Mode};
 use keystead_server::kms::net::OutboundPolicy;
 use keystead_server::kms::registry::{self, BuildContext};
 use keystead_server::kms::{KeyRef, KmsError, RetryPolicy};
@@ -194,6 +195,26 @@ impl Bao {
         out["auth"]["client_token"].as_str().unwrap().to_owned()
     }
 
+    /// Creates a Transit RSA key (`rsa-2048`), a token with the asymmetric-mode
+    /// least-privilege policy of docs/kms/vault.md, and returns the token.
+    async fn rsa_key_and_token(&self, name: &str) -> String {
+        self.ok(
+            "POST",
+            &format!("transit/keys/{name}"),
+            json!({"type": "rsa-2048"}),
+        )
+        .await;
+        self.put_policy(name, &es_asymmetric_policy(name)).await;
+        let out = self
+            .ok(
+                "POST",
+                "auth/token/create",
+                json!({"policies": [name], "no_default_policy": true, "ttl": "2h"}),
+            )
+            .await;
+        out["auth"]["client_token"].as_str().unwrap().to_owned()
+    }
+
     async fn put_policy(&self, name: &str, hcl: &str) {
         self.ok(
             "PUT",
@@ -269,6 +290,16 @@ fn es_policy(key: &str) -> String {
 path "transit/encrypt/{key}" {{ capabilities = ["update"] }}
 path "transit/decrypt/{key}" {{ capabilities = ["update"] }}
 path "transit/datakey/plaintext/{key}" {{ capabilities = ["update"] }}
+path "transit/keys/{key}" {{ capabilities = ["read"] }}
+"#
+    )
+}
+
+/// Asymmetric mode needs only decrypt and reading the key (its public key): wraps are local.
+fn es_asymmetric_policy(key: &str) -> String {
+    format!(
+        r#"
+path "transit/decrypt/{key}" {{ capabilities = ["update"] }}
 path "transit/keys/{key}" {{ capabilities = ["read"] }}
 "#
     )
@@ -504,4 +535,200 @@ async fn plain_http_is_refused() {
         .err()
         .expect("plain http refused");
     assert!(e.to_string().contains("https"), "{e}");
+}
+
+/// Successful vault KMS calls so far, from the admin listener's metrics.
+async fn vault_calls(h: &Harness) -> u64 {
+    let r = h.get(&format!("{}/metrics", h.admin)).await;
+    r.text
+        .lines()
+        .find(|l| l.starts_with("keystead_kms_calls_total{provider=\"vault\",outcome=\"success\"}"))
+        .map_or(0, |l| l.rsplit(' ').next().unwrap().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rsa_key_serves_asymmetric_tenants_with_local_wraps() {
+    let mut bao = Bao::start().await;
+    let token = bao.rsa_key_and_token("acme-rsa").await;
+    let h = bao.harness().await;
+    let settings = bao.settings("acme-rsa", &token);
+    h.kms_tenant(
+        "acme",
+        TenantMode::Asymmetric,
+        "vault-1",
+        "vault",
+        &settings,
+    );
+    h.kms_tenant(
+        "globex",
+        TenantMode::Asymmetric,
+        "vault-1",
+        "vault",
+        &settings,
+    );
+    let (_, key) = h.key("svc", None);
+
+    // The first wrap reads the public key (one call); the EDEK is a remote-mode EDEK that
+    // the ordinary remote unwrap (Transit decrypt with the RSA key) opens.
+    let (dek, edek) = h.wrap(&key, "acme").await;
+    let parsed = Edek::parse(&unb64(&edek)).unwrap();
+    assert_eq!(parsed.mode(), Mode::Remote);
+    assert_eq!(parsed.key_version().0, 1);
+    assert_eq!(h.unwrap(&key, "acme", &edek).await, dek);
+
+    // Further wraps make no KMS call: the metrics do not move, and with the server
+    // stopped they still succeed while unwraps cannot.
+    let before = vault_calls(&h).await;
+    let (dek2, edek2) = h.wrap(&key, "acme").await;
+    assert_eq!(vault_calls(&h).await, before, "a wrap called the KMS");
+    bao.stop().await;
+    let mut made_while_down = vec![(dek2, edek2)];
+    for _ in 0..5 {
+        made_while_down.push(h.wrap(&key, "acme").await);
+    }
+    let r = h.unwrap_req(&key, "acme", &made_while_down[0].1).await;
+    h.expect_error(&r, 503, "kms_unreachable");
+    bao.start().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = h.unwrap_req(&key, "acme", &made_while_down[0].1).await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the KMS came back but unwraps still fail: {} {}",
+            r.status,
+            r.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (dek, edek) in &made_while_down {
+        assert_eq!(&h.unwrap(&key, "acme", edek).await, dek);
+    }
+
+    // Every wrap is an audit event with the provider and key version.
+    let wraps: Vec<_> = h
+        .events()
+        .into_iter()
+        .filter(|e| e.action == "wrap" && e.tenant_id == "acme")
+        .collect();
+    assert_eq!(wraps.len(), 7);
+    for e in &wraps {
+        assert_eq!(e.outcome, "success");
+        let kms = e.kms.as_ref().unwrap();
+        assert_eq!((kms.provider.as_str(), kms.key_version), ("vault", Some(1)));
+    }
+
+    // An EDEK moved to another tenant (same Transit key) is refused.
+    let r = h.unwrap_req(&key, "globex", &edek).await;
+    h.expect_error(&r, 422, "edek_invalid");
+    // The other tenant's own EDEKs work.
+    let (gdek, gedek) = h.wrap(&key, "globex").await;
+    assert_eq!(h.unwrap(&key, "globex", &gedek).await, gdek);
+
+    // Rekey keeps the DEK: a one-use leased key encrypted to the public key, no KMS wrap.
+    let rekeyed = h.rekey(&key, "acme", &edek).await;
+    assert_eq!(Edek::parse(&unb64(&rekeyed)).unwrap().mode(), Mode::Leased);
+    assert_eq!(h.unwrap(&key, "acme", &rekeyed).await, dek);
+
+    // The tenant takes decrypt away: unwraps are denied (wraps stay local and succeed
+    // until the cached public key expires).
+    bao.put_policy(
+        "acme-rsa",
+        r#"path "transit/keys/acme-rsa" { capabilities = ["read"] }"#,
+    )
+    .await;
+    let r = h.unwrap_req(&key, "acme", &edek).await;
+    h.expect_error(&r, 403, "kms_denied");
+    let ev = h
+        .events()
+        .into_iter()
+        .rev()
+        .find(|e| e.tenant_id == "acme" && e.action == "unwrap")
+        .expect("an unwrap event");
+    assert_eq!(
+        (ev.outcome, ev.code.as_deref()),
+        ("failure", Some("kms_denied"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_rsa_wraps_decrypt_with_transit_and_key_types_are_checked() {
+    let (bao, sym_token, h) = setup("sym", true).await;
+    let rsa_token = bao.rsa_key_and_token("rsa").await;
+    let rsa = adapter(&h, &bao.settings("rsa", &rsa_token));
+    let k = key_ref("acme");
+    assert_eq!(rsa.describe(&k).await.unwrap(), 1);
+
+    // RSA-OAEP-SHA256 made here, decrypted by Transit: the round trip.
+    let wrapper = rsa.local_wrapper(&k).await.unwrap();
+    assert_eq!(wrapper.version(), 1);
+    let w = wrapper.wrap(&[7u8; 32]).unwrap();
+    assert_eq!(w.version, 1);
+    assert_eq!(
+        *rsa.unwrap(&k, &w.ciphertext, b"ctx").await.unwrap(),
+        [7u8; 32]
+    );
+    // Transit itself agrees (root token, the text form of the frame).
+    let text = format!(
+        "vault:v1:{}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            &w.ciphertext[5..]
+        )
+    );
+    let out = bao
+        .ok("POST", "transit/decrypt/rsa", json!({"ciphertext": text}))
+        .await;
+    assert_eq!(
+        out["data"]["plaintext"].as_str().unwrap(),
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32])
+    );
+    // A tampered ciphertext does not decrypt.
+    let mut bad = w.ciphertext.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(rsa.unwrap(&k, &bad, b"ctx").await.is_err());
+
+    // An RSA key refuses the symmetric operations clearly.
+    let e = rsa.wrap(&k, &[1u8; 32], b"ctx").await.err().unwrap();
+    assert!(
+        matches!(&e, KmsError::Other(m) if m.contains("RSA key")),
+        "{e}"
+    );
+    let e = rsa.generate(&k, b"ctx").await.err().unwrap();
+    assert!(
+        matches!(&e, KmsError::Other(m) if m.contains("RSA key")),
+        "{e}"
+    );
+
+    // A symmetric key has no public key to wrap to: a clear error at the adapter and
+    // `502 kms_error` for an asymmetric-mode tenant on it.
+    let sym_settings = bao.settings("sym", &sym_token);
+    let e = adapter(&h, &sym_settings)
+        .local_wrapper(&k)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&e, KmsError::Other(m) if m.contains("rsa-2048")),
+        "{e}"
+    );
+    h.kms_tenant(
+        "initech",
+        TenantMode::Asymmetric,
+        "vault-1",
+        "vault",
+        &sym_settings,
+    );
+    let (_, key) = h.key("svc", None);
+    let r = h
+        .post(
+            "/v1/keys/wrap",
+            Some(&key),
+            &json!({"tenant_id": "initech", "metadata": common::md()}),
+        )
+        .await;
+    h.expect_error(&r, 502, "kms_error");
 }

@@ -19,6 +19,7 @@ pub mod vault;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use keystead_core::edek::Edek;
@@ -55,6 +56,29 @@ pub struct Wrapped {
     pub ciphertext: Vec<u8>,
     /// The key version used.
     pub version: u32,
+}
+
+/// How a provider serves asymmetric-mode tenants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsymmetricScheme {
+    /// X25519 keys: [`Kms::public_key`] and [`Kms::unwrap_asymmetric`], asymmetric-mode
+    /// EDEKs (HPKE, FORMAT.md §7.4). The default; providers without asymmetric keys refuse
+    /// in those methods.
+    X25519Hpke,
+    /// A public key the ES encrypts to locally ([`Kms::local_wrapper`], e.g. RSA-OAEP to a
+    /// Transit RSA key): the EDEK is a remote-mode EDEK made without a KMS call and opened by
+    /// the ordinary [`Kms::unwrap`].
+    LocalRemote,
+}
+
+/// Encrypts to a KMS key's public half without calling the KMS: the ciphertext is the one
+/// the KMS itself would have made, so [`Kms::unwrap`] opens it. Pure CPU.
+pub trait LocalWrap: Send + Sync {
+    /// The key version whose public key this is.
+    fn version(&self) -> u32;
+    /// Encrypts `plaintext` (at most 32 bytes are ever passed) to the public key, framed as
+    /// the provider frames its own ciphertexts.
+    fn wrap(&self, plaintext: &[u8]) -> Result<Wrapped, KmsError>;
 }
 
 /// How a KMS call failed, as the API reports it.
@@ -157,6 +181,28 @@ pub trait Kms: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Dek, KmsError>> {
         let _ = (key, edek);
         Box::pin(async move { Err(no_asymmetric(self.provider())) })
+    }
+
+    /// Which asymmetric scheme the provider offers (a property of the provider, known
+    /// without a call).
+    fn asymmetric_scheme(&self) -> AsymmetricScheme {
+        AsymmetricScheme::X25519Hpke
+    }
+
+    /// For [`AsymmetricScheme::LocalRemote`] providers: reads the current public key (one
+    /// KMS call) and returns a wrapper that encrypts to it locally; the service caches it
+    /// briefly.
+    fn local_wrapper<'a>(
+        &'a self,
+        key: &'a KeyRef,
+    ) -> BoxFuture<'a, Result<Arc<dyn LocalWrap>, KmsError>> {
+        let _ = key;
+        Box::pin(async move {
+            Err(KmsError::Other(format!(
+                "the {} provider has no public keys to wrap to locally",
+                self.provider()
+            )))
+        })
     }
 }
 

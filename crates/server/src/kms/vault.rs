@@ -16,6 +16,19 @@
 //! would ignore the context, so the adapter reads the key once (the first call of an
 //! adapter) and refuses to use a key without `derived=true`.
 //!
+//! **Asymmetric mode (RSA keys).** A key of type `rsa-2048`, `rsa-3072` or `rsa-4096`
+//! serves asymmetric-mode tenants ([`AsymmetricScheme::LocalRemote`]): the adapter reads
+//! the public key of the latest version (`GET /v1/{mount}/keys/{key}`,
+//! `keys.{N}.public_key`, PEM SPKI) and the service encrypts fresh 32-byte secrets to it
+//! locally with RSA-OAEP (SHA-256 for the hash and MGF1, empty label: exactly what Transit's
+//! own RSA encrypt does and its decrypt expects), framed like a Transit ciphertext. Wraps
+//! make no KMS call; unwraps are the ordinary `decrypt`. RSA keys cannot be derived, so no
+//! `context` is sent for them: the EDEK's binding to tenant, config and version comes from
+//! the HKDF over its header (the DEK is derived from the secret and the header). Only
+//! public-key operations happen in the ES (the Marvin timing attack on RSA decryption
+//! concerns private-key operations, which stay in the KMS). `generate` and `wrap` on an RSA
+//! key, and `local_wrapper` on a symmetric key, fail with a clear [`KmsError::Other`].
+//!
 //! **Ciphertext framing.** Transit answers `vault:v{N}:{base64}`; the adapter stores it
 //! compactly as `0x01 ‖ N (u32, big endian) ‖ raw bytes` and rebuilds the text to decrypt.
 //! The key version therefore travels with every ciphertext.
@@ -26,13 +39,17 @@
 //! auth has no refresh, so there is no retry on 401. The adapter never retries: the service
 //! wraps every call in its timeout, retries and circuit breaker.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use reqwest::header::HeaderValue;
 use reqwest::{Method, StatusCode, Url};
+use rsa::pkcs8::DecodePublicKey as _;
+use rsa::traits::PublicKeyParts as _;
+use rsa::{Oaep, RsaPublicKey};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -40,7 +57,7 @@ use zeroize::Zeroizing;
 
 use super::registry::BuildContext;
 use super::secret::Secret;
-use super::{BoxFuture, Generated, KeyRef, Kms, KmsError, Wrapped};
+use super::{AsymmetricScheme, BoxFuture, Generated, KeyRef, Kms, KmsError, LocalWrap, Wrapped};
 
 /// Provider name, as in a config's `provider`.
 pub const PROVIDER: &str = "vault";
@@ -53,6 +70,13 @@ const BINDING_LABEL: &[u8] = b"keystead/v1/kms-binding";
 const TEXT_PREFIX: &str = "vault:v";
 /// Largest answer read from the server (Transit answers are a few hundred bytes).
 const MAX_ANSWER: usize = 64 * 1024;
+/// Smallest RSA modulus accepted for asymmetric mode, in bytes (2048 bits; Transit's
+/// smallest RSA key type).
+const MIN_RSA_BYTES: usize = 256;
+/// Key kinds, once read ([`VaultKms::kind`]).
+const KIND_UNKNOWN: u8 = 0;
+const KIND_DERIVED: u8 = 1;
+const KIND_RSA: u8 = 2;
 /// Longest provider error text kept in a `KmsError` message.
 const MAX_ERROR_TEXT: usize = 200;
 
@@ -107,7 +131,7 @@ pub fn build(settings: serde_json::Value, ctx: &BuildContext) -> Result<Arc<dyn 
         key_name: s.key,
         token: s.token,
         namespace,
-        derived_checked: AtomicBool::new(false),
+        kind: AtomicU8::new(KIND_UNKNOWN),
     }))
 }
 
@@ -209,8 +233,9 @@ struct VaultKms {
     key_name: String,
     token: Secret,
     namespace: Option<HeaderValue>,
-    /// Set once the key was seen with `derived=true` (a key cannot stop being derived).
-    derived_checked: AtomicBool,
+    /// What the key was seen to be: derived symmetric or RSA (a key's type and derivation
+    /// never change), or not read yet.
+    kind: AtomicU8,
 }
 
 /// Vault's answer envelope: `{"data": …}`.
@@ -240,6 +265,41 @@ struct KeyInfo {
     latest_version: u32,
     #[serde(default)]
     derived: bool,
+    /// `aes256-gcm96`, `rsa-2048`, …
+    #[serde(rename = "type", default)]
+    key_type: String,
+    /// Per version: a creation time (symmetric keys) or an object with `public_key`.
+    #[serde(default)]
+    keys: HashMap<String, serde_json::Value>,
+}
+
+impl KeyInfo {
+    fn is_rsa(&self) -> bool {
+        matches!(self.key_type.as_str(), "rsa-2048" | "rsa-3072" | "rsa-4096")
+    }
+}
+
+/// RSA-OAEP-SHA256 to one Transit RSA key version's public key.
+struct RsaWrapper {
+    version: u32,
+    public: RsaPublicKey,
+}
+
+impl LocalWrap for RsaWrapper {
+    fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn wrap(&self, plaintext: &[u8]) -> Result<Wrapped, KmsError> {
+        let raw = self
+            .public
+            .encrypt(&mut crate::util::os_rng(), Oaep::<Sha256>::new(), plaintext)
+            .map_err(|e| KmsError::Other(format!("vault: RSA-OAEP encryption failed: {e}")))?;
+        Ok(Wrapped {
+            ciphertext: frame(self.version, &raw),
+            version: self.version,
+        })
+    }
 }
 
 /// Vault's error body: `{"errors": ["…"]}`.
@@ -286,9 +346,20 @@ impl VaultKms {
             .map_err(|e| KmsError::Other(format!("vault: unexpected answer ({status}): {e}")))
     }
 
-    /// Reads the key, checking that it is derived (else the binding would be ignored).
+    /// Reads the key, checking that it is derived (else the binding would be ignored) or an
+    /// RSA key (asymmetric mode, bound by the EDEK header instead).
     async fn key_info(&self) -> Result<KeyInfo, KmsError> {
         let info: KeyInfo = self.call(Method::GET, &self.keys, None).await?;
+        if info.is_rsa() {
+            if info.latest_version == 0 {
+                return Err(KmsError::Other(format!(
+                    "vault key '{}' reports latest_version 0",
+                    self.key_name
+                )));
+            }
+            self.kind.store(KIND_RSA, Ordering::Relaxed);
+            return Ok(info);
+        }
         if !info.derived {
             return Err(KmsError::Other(format!(
                 "vault key '{}' is not derived: create it with derived=true so the \
@@ -302,20 +373,73 @@ impl VaultKms {
                 self.key_name
             )));
         }
-        self.derived_checked.store(true, Ordering::Relaxed);
+        self.kind.store(KIND_DERIVED, Ordering::Relaxed);
         Ok(info)
     }
 
     /// The first use of an adapter checks the key; later calls skip the extra round trip.
-    async fn ensure_derived(&self) -> Result<(), KmsError> {
-        if self.derived_checked.load(Ordering::Relaxed) {
-            return Ok(());
+    /// Returns the key's kind.
+    async fn ensure_kind(&self) -> Result<u8, KmsError> {
+        match self.kind.load(Ordering::Relaxed) {
+            KIND_UNKNOWN => {
+                self.key_info().await?;
+                Ok(self.kind.load(Ordering::Relaxed))
+            }
+            k => Ok(k),
         }
-        self.key_info().await.map(|_| ())
+    }
+
+    /// Symmetric operations (`generate`, `wrap`) need a derived symmetric key.
+    async fn ensure_derived(&self, op: &str) -> Result<(), KmsError> {
+        if self.ensure_kind().await? == KIND_RSA {
+            return Err(KmsError::Other(format!(
+                "vault key '{}' is an RSA key: it serves asymmetric-mode tenants only \
+                 (no {op}); remote and leasing modes need a symmetric key created with \
+                 derived=true",
+                self.key_name
+            )));
+        }
+        Ok(())
+    }
+
+    async fn local_wrapper_inner(&self) -> Result<Arc<dyn LocalWrap>, KmsError> {
+        let info = self.key_info().await?;
+        if !info.is_rsa() {
+            return Err(KmsError::Other(format!(
+                "vault key '{}' is of type '{}': asymmetric mode needs a Transit key of type \
+                 rsa-2048, rsa-3072 or rsa-4096",
+                self.key_name, info.key_type
+            )));
+        }
+        let version = info.latest_version;
+        let pem = info
+            .keys
+            .get(&version.to_string())
+            .and_then(|v| v.get("public_key"))
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| {
+                KmsError::Other(format!(
+                    "vault key '{}' shows no public key for version {version}",
+                    self.key_name
+                ))
+            })?;
+        let public = RsaPublicKey::from_public_key_pem(pem.trim()).map_err(|e| {
+            KmsError::Other(format!(
+                "vault key '{}': the public key of version {version} is not an RSA SPKI PEM: {e}",
+                self.key_name
+            ))
+        })?;
+        if public.size() < MIN_RSA_BYTES {
+            return Err(KmsError::Other(format!(
+                "vault key '{}': the RSA key has fewer than 2048 bits",
+                self.key_name
+            )));
+        }
+        Ok(Arc::new(RsaWrapper { version, public }))
     }
 
     async fn generate_inner(&self, key: &KeyRef, context: &[u8]) -> Result<Generated, KmsError> {
-        self.ensure_derived().await?;
+        self.ensure_derived("generate").await?;
         let body = json_body(&[("context", &binding(key, context)), ("bits", "256")])?;
         let out: DataKeyOut = self.call(Method::POST, &self.datakey, Some(body)).await?;
         let plaintext = decode_plaintext(&out.plaintext)?;
@@ -339,7 +463,7 @@ impl VaultKms {
         plaintext: &[u8],
         context: &[u8],
     ) -> Result<Wrapped, KmsError> {
-        self.ensure_derived().await?;
+        self.ensure_derived("wrap").await?;
         let encoded = Zeroizing::new(B64.encode(plaintext));
         let body = json_body(&[("plaintext", &encoded), ("context", &binding(key, context))])?;
         let out: CiphertextOut = self.call(Method::POST, &self.encrypt, Some(body)).await?;
@@ -358,8 +482,12 @@ impl VaultKms {
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         // The frame names its key version; `key.version` is only a hint and not needed.
         let text = text_from_frame(ciphertext)?;
-        self.ensure_derived().await?;
-        let body = json_body(&[("ciphertext", &text), ("context", &binding(key, context))])?;
+        let body = if self.ensure_kind().await? == KIND_RSA {
+            // RSA keys cannot be derived: no context (the EDEK header binds instead).
+            json_body(&[("ciphertext", &text)])?
+        } else {
+            json_body(&[("ciphertext", &text), ("context", &binding(key, context))])?
+        };
         let out: PlaintextOut = self.call(Method::POST, &self.decrypt, Some(body)).await?;
         decode_plaintext(&out.plaintext)
     }
@@ -398,6 +526,17 @@ impl Kms for VaultKms {
 
     fn describe<'a>(&'a self, _key: &'a KeyRef) -> BoxFuture<'a, Result<u32, KmsError>> {
         Box::pin(async move { self.key_info().await.map(|i| i.latest_version) })
+    }
+
+    fn asymmetric_scheme(&self) -> AsymmetricScheme {
+        AsymmetricScheme::LocalRemote
+    }
+
+    fn local_wrapper<'a>(
+        &'a self,
+        _key: &'a KeyRef,
+    ) -> BoxFuture<'a, Result<Arc<dyn LocalWrap>, KmsError>> {
+        Box::pin(self.local_wrapper_inner())
     }
 }
 
@@ -471,11 +610,16 @@ fn frame_from_text(text: &str) -> Result<(u32, Vec<u8>), KmsError> {
     if version == 0 || raw.is_empty() {
         return Err(bad());
     }
+    Ok((version, frame(version, &raw)))
+}
+
+/// `0x01 ‖ version ‖ raw`.
+fn frame(version: u32, raw: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(5 + raw.len());
     frame.push(FRAME_V1);
     frame.extend_from_slice(&version.to_be_bytes());
-    frame.extend_from_slice(&raw);
-    Ok((version, frame))
+    frame.extend_from_slice(raw);
+    frame
 }
 
 /// `0x01 ‖ N ‖ raw` → `vault:v{N}:{base64}`. Anything else is not a ciphertext of ours.
