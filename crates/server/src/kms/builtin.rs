@@ -21,7 +21,7 @@ use zeroize::{Zeroize, Zeroizing};
 use keystead_core::edek::Edek;
 use keystead_core::{Dek, EncryptionKeyPair, EncryptionPublicKey};
 
-use super::{BoxFuture, Generated, KeyRef, Kms, KmsError, Wrapped};
+use super::{BoxFuture, KeyRef, Kms, KmsError, Wrapped};
 use crate::store::{BuiltinKey, Store};
 use crate::util::random_bytes;
 
@@ -370,22 +370,6 @@ impl BuiltinKms {
 impl Kms for BuiltinKms {
     fn provider(&self) -> &'static str {
         "builtin"
-    }
-
-    fn generate<'a>(
-        &'a self,
-        key: &'a KeyRef,
-        context: &'a [u8],
-    ) -> BoxFuture<'a, Result<Generated, KmsError>> {
-        Box::pin(async move {
-            let secret = Zeroizing::new(random_bytes::<32>().to_vec());
-            let w = self.encrypt(key, &secret, context)?;
-            Ok(Generated {
-                plaintext: secret,
-                ciphertext: w.ciphertext,
-                version: w.version,
-            })
-        })
     }
 
     fn wrap<'a>(

@@ -38,7 +38,7 @@ use self::client::{Endpoint, Operation, tag};
 use self::ttlv::Item;
 use super::registry::BuildContext;
 use super::secret::Secret;
-use super::{BoxFuture, Generated, KeyRef, Kms, KmsError, Wrapped};
+use super::{BoxFuture, KeyRef, Kms, KmsError, Wrapped};
 use crate::util::random_bytes;
 
 /// Version byte of the adapter's ciphertext format.
@@ -512,22 +512,6 @@ impl rustls::client::ResolvesClientCert for ClientCert {
 impl Kms for KmipKms {
     fn provider(&self) -> &'static str {
         "kmip"
-    }
-
-    fn generate<'a>(
-        &'a self,
-        key: &'a KeyRef,
-        context: &'a [u8],
-    ) -> BoxFuture<'a, Result<Generated, KmsError>> {
-        Box::pin(async move {
-            let secret = Zeroizing::new(random_bytes::<32>().to_vec());
-            let w = self.encrypt(key, &secret, context).await?;
-            Ok(Generated {
-                plaintext: secret,
-                ciphertext: w.ciphertext,
-                version: w.version,
-            })
-        })
     }
 
     fn wrap<'a>(

@@ -138,12 +138,24 @@ impl KmsError {
 pub trait Kms: Send + Sync + 'static {
     /// Provider name for metrics and audit events.
     fn provider(&self) -> &'static str;
-    /// Generates a 32-byte secret and returns it with its ciphertext.
+    /// Generates a 32-byte secret and returns it with its ciphertext. The default draws
+    /// the secret from the OS and has [`Kms::wrap`] encrypt it; providers with a native
+    /// data-key operation (AWS GenerateDataKey, Transit datakey) override it.
     fn generate<'a>(
         &'a self,
         key: &'a KeyRef,
         context: &'a [u8],
-    ) -> BoxFuture<'a, Result<Generated, KmsError>>;
+    ) -> BoxFuture<'a, Result<Generated, KmsError>> {
+        Box::pin(async move {
+            let secret = Zeroizing::new(crate::util::random_bytes::<32>().to_vec());
+            let w = self.wrap(key, &secret, context).await?;
+            Ok(Generated {
+                plaintext: secret,
+                ciphertext: w.ciphertext,
+                version: w.version,
+            })
+        })
+    }
     /// Encrypts `plaintext` under the key.
     fn wrap<'a>(
         &'a self,

@@ -60,7 +60,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::registry::BuildContext;
 use super::secret::Secret;
-use super::{BoxFuture, Generated, KeyRef, Kms, KmsError, Wrapped};
+use super::{BoxFuture, KeyRef, Kms, KmsError, Wrapped};
 use crate::util::random_bytes;
 
 /// The environment variable holding the operator's allow-list of module paths.
@@ -797,22 +797,6 @@ impl Pkcs11Kms {
 impl Kms for Pkcs11Kms {
     fn provider(&self) -> &'static str {
         "pkcs11"
-    }
-
-    fn generate<'a>(
-        &'a self,
-        key: &'a KeyRef,
-        context: &'a [u8],
-    ) -> BoxFuture<'a, Result<Generated, KmsError>> {
-        Box::pin(async move {
-            let secret = Zeroizing::new(random_bytes::<32>().to_vec());
-            let w = self.wrap_bytes(key, secret.clone(), context).await?;
-            Ok(Generated {
-                plaintext: secret,
-                ciphertext: w.ciphertext,
-                version: w.version,
-            })
-        })
     }
 
     fn wrap<'a>(

@@ -26,8 +26,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::secret::Secret;
-use super::{BoxFuture, Generated, KeyRef, Kms, KmsError, Wrapped};
-use crate::util::random_bytes;
+use super::{BoxFuture, KeyRef, Kms, KmsError, Wrapped};
 
 /// A token is refreshed this long before the provider says it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(60);
@@ -190,22 +189,6 @@ pub(crate) struct Adapter<P>(pub(crate) P);
 impl<P: Provider> Kms for Adapter<P> {
     fn provider(&self) -> &'static str {
         P::NAME
-    }
-
-    fn generate<'a>(
-        &'a self,
-        key: &'a KeyRef,
-        context: &'a [u8],
-    ) -> BoxFuture<'a, Result<Generated, KmsError>> {
-        Box::pin(async move {
-            let secret = Zeroizing::new(random_bytes::<32>().to_vec());
-            let w = self.0.wrap_key(key, &secret, context).await?;
-            Ok(Generated {
-                plaintext: secret,
-                ciphertext: w.ciphertext,
-                version: w.version,
-            })
-        })
     }
 
     fn wrap<'a>(
