@@ -218,6 +218,23 @@ pub trait Kms: Send + Sync + 'static {
     }
 }
 
+/// `SHA-256("keystead/v1/kms-binding" ‖ lp16(tenant) ‖ lp16(config) ‖ context)`: what an
+/// adapter binds a ciphertext to, as the provider's AAD or context where it has one, or as
+/// a tag inside the wrapped plaintext where it has none.
+pub(crate) fn binding_digest(key: &KeyRef, context: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(b"keystead/v1/kms-binding");
+    for id in [&key.tenant, &key.config] {
+        // Ids are at most 256 bytes (checked at the API edge and by the store's callers).
+        #[allow(clippy::cast_possible_truncation)]
+        h.update((id.len() as u16).to_be_bytes());
+        h.update(id.as_bytes());
+    }
+    h.update(context);
+    h.finalize().into()
+}
+
 fn no_asymmetric(provider: &str) -> KmsError {
     KmsError::Other(format!(
         "the {provider} provider has no asymmetric (X25519) master keys"

@@ -74,7 +74,6 @@ const IV_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const TAG_BITS: u64 = 128;
 const BINDING_LEN: usize = 32;
-const BINDING_DOMAIN: &[u8] = b"keystead/v1/kms-binding";
 /// Plaintexts are DEKs and leased keys (32 bytes); anything far larger is a caller bug.
 const MAX_PLAINTEXT: usize = 4096;
 /// Every key is version 1 (see the module docs).
@@ -359,20 +358,6 @@ impl OpError {
 
 // ---------------------------------------------------------------------------------------
 // Binding and framing.
-
-/// `SHA-256("keystead/v1/kms-binding" ‖ lp16(tenant) ‖ lp16(config) ‖ context)`.
-fn binding(key: &KeyRef, context: &[u8]) -> Result<[u8; BINDING_LEN], KmsError> {
-    let mut h = Sha256::new();
-    h.update(BINDING_DOMAIN);
-    for id in [&key.tenant, &key.config] {
-        let len = u16::try_from(id.len())
-            .map_err(|_| KmsError::Other("pkcs11: tenant or config id too long".into()))?;
-        h.update(len.to_be_bytes());
-        h.update(id.as_bytes());
-    }
-    h.update(context);
-    Ok(h.finalize().into())
-}
 
 /// A parsed ciphertext frame (see the module docs).
 #[derive(Debug, PartialEq, Eq)]
@@ -783,7 +768,7 @@ impl Pkcs11Kms {
                 "pkcs11: plaintext longer than {MAX_PLAINTEXT} bytes"
             )));
         }
-        let b = binding(key, context)?;
+        let b = crate::kms::binding_digest(key, context);
         let ciphertext = self
             .run(move |inner, conn| inner.seal(conn, &plaintext, &b))
             .await?;
@@ -821,7 +806,7 @@ impl Kms for Pkcs11Kms {
             }
             // Parse before any HSM call: a malformed frame costs no session.
             Frame::parse(ciphertext)?;
-            let b = binding(key, context)?;
+            let b = crate::kms::binding_digest(key, context);
             let ct = ciphertext.to_vec();
             self.run(move |_, conn| match Frame::parse(&ct)? {
                 Frame::Gcm { iv, body } => gcm_open(conn, iv, body, &b),
@@ -924,7 +909,7 @@ mod tests {
     #[test]
     fn binding_separates_tenant_config_and_context() {
         let k = key();
-        let base = binding(&k, b"ctx").unwrap();
+        let base = crate::kms::binding_digest(&k, b"ctx");
         let other_tenant = KeyRef {
             tenant: "acme2".into(),
             ..k.clone()
@@ -944,14 +929,14 @@ mod tests {
             config: "bc".into(),
             version: None,
         };
-        assert_ne!(base, binding(&k, b"ctx2").unwrap());
-        assert_ne!(base, binding(&other_tenant, b"ctx").unwrap());
-        assert_ne!(base, binding(&other_config, b"ctx").unwrap());
+        assert_ne!(base, crate::kms::binding_digest(&k, b"ctx2"));
+        assert_ne!(base, crate::kms::binding_digest(&other_tenant, b"ctx"));
+        assert_ne!(base, crate::kms::binding_digest(&other_config, b"ctx"));
         assert_ne!(
-            binding(&shifted_a, b"").unwrap(),
-            binding(&shifted_b, b"").unwrap()
+            crate::kms::binding_digest(&shifted_a, b""),
+            crate::kms::binding_digest(&shifted_b, b"")
         );
-        assert_eq!(base, binding(&k, b"ctx").unwrap());
+        assert_eq!(base, crate::kms::binding_digest(&k, b"ctx"));
     }
 
     #[test]

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use zeroize::Zeroizing;
 
+pub(crate) use super::binding_digest;
 use super::secret::Secret;
 use super::{BoxFuture, KeyRef, Kms, KmsError, Wrapped};
 
@@ -33,9 +33,6 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
 /// The largest response body an adapter reads (KMS answers are a few hundred bytes).
 const MAX_BODY: usize = 256 * 1024;
-
-/// Domain separation of [`binding_digest`].
-const BINDING_LABEL: &[u8] = b"keystead/v1/kms-binding";
 
 /// An access token as the token endpoint issued it.
 pub(crate) struct Token {
@@ -364,24 +361,6 @@ pub(crate) fn sanitize(code: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
         .take(64)
         .collect()
-}
-
-// Ids are at most 256 bytes (checked at the API edge), so the length fits a u16.
-#[allow(clippy::cast_possible_truncation)]
-fn lp16(h: &mut Sha256, b: &[u8]) {
-    h.update((b.len() as u16).to_be_bytes());
-    h.update(b);
-}
-
-/// `SHA-256("keystead/v1/kms-binding" ‖ lp16(tenant) ‖ lp16(config) ‖ context)`: what a
-/// ciphertext is bound to.
-pub(crate) fn binding_digest(key: &KeyRef, context: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(BINDING_LABEL);
-    lp16(&mut h, key.tenant.as_bytes());
-    lp16(&mut h, key.config.as_bytes());
-    h.update(context);
-    h.finalize().into()
 }
 
 /// Parses an endpoint URL and applies the outbound policy to it; `what` names the setting.

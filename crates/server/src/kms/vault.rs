@@ -52,7 +52,7 @@ use rsa::traits::PublicKeyParts as _;
 use rsa::{Oaep, RsaPublicKey};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::registry::BuildContext;
@@ -65,7 +65,6 @@ pub const PROVIDER: &str = "vault";
 /// First byte of the stored ciphertext framing.
 const FRAME_V1: u8 = 0x01;
 /// Domain separation of the binding that becomes Transit's derivation context.
-const BINDING_LABEL: &[u8] = b"keystead/v1/kms-binding";
 /// The prefix Transit (Vault and OpenBao alike) puts on its ciphertexts.
 const TEXT_PREFIX: &str = "vault:v";
 /// Largest answer read from the server (Transit answers are a few hundred bytes).
@@ -579,22 +578,9 @@ fn decode_plaintext(b64: &Secret) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         .map_err(|_| KmsError::Other("vault: the plaintext in the answer is not base64".into()))
 }
 
-// Ids are at most 256 bytes (checked at the API edge), so the length fits a u16.
-#[allow(clippy::cast_possible_truncation)]
-fn lp16(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u16).to_be_bytes());
-    out.extend_from_slice(b);
-}
-
 /// Transit's derivation context for (tenant, config, context), base64 as the API wants it.
 fn binding(key: &KeyRef, context: &[u8]) -> String {
-    let mut h = Sha256::new();
-    let mut prefix = BINDING_LABEL.to_vec();
-    lp16(&mut prefix, key.tenant.as_bytes());
-    lp16(&mut prefix, key.config.as_bytes());
-    h.update(&prefix);
-    h.update(context);
-    B64.encode(h.finalize())
+    B64.encode(super::binding_digest(key, context))
 }
 
 /// `vault:v{N}:{base64}` → `0x01 ‖ N ‖ raw`. A malformed answer is the server's fault.
