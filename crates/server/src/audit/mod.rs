@@ -1,6 +1,8 @@
-//! Audit events (shared/API.md "Audit event") behind a small interface. This issue writes
+//! Audit events (shared/API.md "Audit event") behind a small interface.
 //! them as JSON lines to a file in the data dir; the durable, per-tenant SIEM pipeline
 //! (spool, sinks, hash chain, checkpoints) replaces the sink without touching callers.
+
+pub mod sink;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
