@@ -84,6 +84,10 @@ struct ServeArgs {
     /// CA certificate(s) (PEM) for mTLS: clients must present a certificate issued by one.
     #[arg(long, env = "KEYSTEAD_TLS_CLIENT_CA")]
     tls_client_ca: Option<PathBuf>,
+    /// Benchmarks only: no audit events at all (loopback listeners only). Measures what
+    /// the audit pipeline costs; never use it for real data.
+    #[arg(long, hide = true)]
+    unsafe_no_audit: bool,
 }
 
 /// The TOML config file: the same options as the flags.
@@ -102,6 +106,26 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
     outbound: Option<OutboundFile>,
+    audit: Option<AuditFile>,
+}
+
+/// `[audit]`: the spool and the sinks of tenants that configured none (docs/AUDIT.md).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct AuditFile {
+    /// Spool bound per tenant, MiB (default 1024).
+    max_spool_mib: Option<u64>,
+    /// `fail_closed` (default) or `drop_oldest`.
+    when_full: Option<String>,
+    /// A signed checkpoint at least every this many events (default 1000)…
+    checkpoint_events: Option<u64>,
+    /// …and every this many seconds while events arrive (default 10).
+    checkpoint_interval_secs: Option<u64>,
+    /// Sinks of tenants without their own (default: a JSON-lines file per tenant,
+    /// `<data dir>/audit/files/{tenant}.jsonl`; `{tenant}` is replaced by the tenant's
+    /// directory name).
+    #[serde(default)]
+    default_sinks: Vec<toml::Value>,
 }
 
 /// `[outbound]`: where connections to tenants' KMSs may go (see `kms::net`).
@@ -466,8 +490,11 @@ fn tenant_cmd(dir: &Path, cmd: TenantCmd, file: &FileConfig) -> Result<(), BoxEr
         TenantCmd::FinishDerivationRotation { tenant_id } => {
             get(&tenant_id)?;
             let service = operator_service(dir, store, builtin, file)?;
-            let id = service
-                .finish_derivation_rotation(&tenant_id)
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let id = rt
+                .block_on(service.finish_derivation_rotation(&tenant_id))
                 .map_err(|e| e.message)?;
             eprintln!("tenant {tenant_id}: derivation secret {id} retired");
         }
@@ -739,8 +766,43 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
         .with_writer(std::io::stderr)
         .init();
     let (store, builtin) = open_data_dir(dir)?;
-    let audit = Arc::new(JsonLinesSink::open(&dir.join("audit.jsonl"))?);
+    let instance = instance_name(dir)?;
+    let no_audit = args.unsafe_no_audit;
+    if no_audit && !(listen.ip().is_loopback() && admin.ip().is_loopback()) {
+        return Err("--unsafe-no-audit is for benchmarks on loopback only".into());
+    }
+    let audit_file = file
+        .audit
+        .as_ref()
+        .map_or_else(AuditFile::default, |a| AuditFile {
+            max_spool_mib: a.max_spool_mib,
+            when_full: a.when_full.clone(),
+            checkpoint_events: a.checkpoint_events,
+            checkpoint_interval_secs: a.checkpoint_interval_secs,
+            default_sinks: a.default_sinks.clone(),
+        });
+    let spool_cfg = audit_file.spool_config(dir, &instance)?;
+    let auditor = if no_audit {
+        eprintln!("keystead: WARNING: --unsafe-no-audit: key operations are NOT audited");
+        None
+    } else {
+        let key = crate::audit::load_signing_key(dir, &builtin)?;
+        Some(crate::audit::Auditor::open(spool_cfg, key)?)
+    };
+    let audit: Arc<dyn crate::audit::AuditSink> = match &auditor {
+        Some(a) => a.clone(),
+        None => Arc::new(crate::audit::NullSink),
+    };
+    let sink_ctx = crate::audit::sink::SinkContext {
+        outbound: outbound_policy(file)?,
+        file_dir: dir.join("audit").join("files"),
+        dev,
+        timeout: Duration::from_secs(10),
+        instance: instance.clone(),
+    };
+    let default_sinks = audit_file.default_sinks(dev)?;
     let mut opts = ServiceOptions {
+        instance: instance.clone(),
         dev_autocreate: dev,
         outbound: outbound_policy(file)?,
         ..Default::default()
@@ -751,6 +813,7 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
             ..opts.retry
         };
     }
+    let builtin_for_sinks = builtin.clone();
     let service = Arc::new(Service::new(
         store.clone(),
         builtin,
@@ -799,6 +862,18 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
         // The bound addresses (port 0 asks the OS for a free port).
         let listen = api.local_addr().unwrap_or(listen);
         let admin = adm.local_addr().unwrap_or(admin);
+        if let Some(a) = &auditor {
+            a.start_delivery(
+                Arc::new(crate::audit::tenant_sinks::TenantSinks::new(
+                    store.clone(),
+                    builtin_for_sinks.clone(),
+                    sink_ctx,
+                    default_sinks,
+                )),
+                crate::audit::DeliveryOptions::default(),
+            );
+            tracing::info!(instance = %instance, checkpoint_key = %a.public_key_hex(), "audit pipeline started");
+        }
         tracing::info!(%listen, %admin, data_dir = %dir.display(), dev, https, mtls, "keystead serving");
         let renewal = {
             let service = service.clone();
@@ -823,11 +898,101 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
         };
         let (a, b, ()) = tokio::join!(api_srv, adm_srv, signal);
         renewal.abort();
+        if let Some(auditor) = &auditor {
+            tracing::info!("flushing audit events (up to 5 s)");
+            auditor.shutdown(Duration::from_secs(5)).await;
+        }
         a?;
         b?;
         tracing::info!("stopped");
         Ok::<(), BoxError>(())
     })
+}
+
+impl AuditFile {
+    fn spool_config(
+        &self,
+        dir: &Path,
+        instance: &str,
+    ) -> Result<crate::audit::SpoolConfig, BoxError> {
+        let mut c =
+            crate::audit::SpoolConfig::new(dir.join("audit").join("spool"), instance.to_owned());
+        if let Some(m) = self.max_spool_mib {
+            if m < 1 {
+                return Err("[audit] max_spool_mib must be at least 1".into());
+            }
+            c.max_bytes = m << 20;
+        }
+        c.segment_bytes = c.segment_bytes.min((c.max_bytes / 8).max(64 << 10));
+        c.policy = match self.when_full.as_deref() {
+            None | Some("fail_closed") => crate::audit::FullPolicy::FailClosed,
+            Some("drop_oldest") => crate::audit::FullPolicy::DropOldest,
+            Some(o) => {
+                return Err(
+                    format!("[audit] when_full: '{o}' (use fail_closed or drop_oldest)").into(),
+                );
+            }
+        };
+        if let Some(n) = self.checkpoint_events {
+            c.checkpoint_events = n.clamp(1, 1_000_000);
+        }
+        if let Some(t) = self.checkpoint_interval_secs {
+            c.checkpoint_interval = Duration::from_secs(t.clamp(1, 3600));
+        }
+        Ok(c)
+    }
+
+    fn default_sinks(
+        &self,
+        dev: bool,
+    ) -> Result<Vec<(String, crate::audit::sink::SinkSettings)>, BoxError> {
+        use crate::audit::sink::SinkSettings;
+        if self.default_sinks.is_empty() {
+            let mut v = vec![(
+                "local-file".to_owned(),
+                SinkSettings::File {
+                    path: "{tenant}.jsonl".into(),
+                },
+            )];
+            if dev {
+                v.push(("stdout".to_owned(), SinkSettings::Stdout));
+            }
+            return Ok(v);
+        }
+        self.default_sinks
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let s: SinkSettings = v
+                    .clone()
+                    .try_into()
+                    .map_err(|e| format!("[audit] default_sinks[{i}]: {e}"))?;
+                Ok((format!("default-{i}"), s))
+            })
+            .collect()
+    }
+}
+
+/// This instance's stable name (audit chains are per tenant and instance):
+/// `<data dir>/audit/instance`, created on first start; edit it before then to choose one.
+fn instance_name(dir: &Path) -> Result<String, BoxError> {
+    let adir = dir.join("audit");
+    std::fs::create_dir_all(&adir)?;
+    let path = adir.join("instance");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim().to_owned();
+        if s.is_empty() || s.len() > 128 || s.chars().any(char::is_control) {
+            return Err(format!(
+                "{}: instance name must be 1 to 128 printable characters",
+                path.display()
+            )
+            .into());
+        }
+        return Ok(s);
+    }
+    let name = format!("es-{}", hex::encode(crate::util::random_bytes::<4>()));
+    std::fs::write(&path, format!("{name}\n"))?;
+    Ok(name)
 }
 
 /// The TLS settings (flags and env, then the file), loaded: `None` for plain HTTP.

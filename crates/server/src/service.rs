@@ -121,6 +121,8 @@ struct Trace {
     detail: Option<Value>,
     /// Failed items of a batch.
     failures: Option<usize>,
+    /// Refused before the service looked the tenant up (scope, rate limit, bad input).
+    before_lookup: bool,
 }
 
 impl Service {
@@ -157,6 +159,12 @@ impl Service {
     pub fn builtin(&self) -> &Arc<BuiltinKms> {
         &self.builtin
     }
+
+    /// Prometheus text of the audit pipeline.
+    pub fn audit_metrics(&self) -> String {
+        self.audit.metrics_text()
+    }
+
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -324,6 +332,7 @@ impl Service {
         let mut trace = Trace::default();
         let res = self.wrap_inner(p, tenant, None, &mut trace).await;
         self.audited(p, tenant, "wrap", metadata, None, trace, res)
+            .await
     }
 
     async fn wrap_inner(
@@ -635,6 +644,7 @@ impl Service {
         }
         .await;
         self.audited(p, tenant, "unwrap", metadata, None, trace, res)
+            .await
     }
 
     async fn unwrap_for(
@@ -787,6 +797,7 @@ impl Service {
             trace,
             res,
         )
+        .await
     }
 
     /// Unwraps each EDEK. Per-item failures do not fail the batch.
@@ -817,6 +828,7 @@ impl Service {
         }
         .await;
         self.audited(p, tenant, "batch_unwrap", metadata, Some(count), trace, res)
+            .await
     }
 
     /// Runs `f` over `items` with at most `batch_fanout` in flight, keeping input order.
@@ -854,12 +866,13 @@ impl Service {
         }
         .await;
         self.audited(p, tenant, "rekey", metadata, None, trace, res)
+            .await
     }
 
     // ---- application events ------------------------------------------------------------
 
     /// Records an application security event for the tenant's SIEM.
-    pub fn app_event(
+    pub async fn app_event(
         &self,
         p: &Principal,
         tenant: &str,
@@ -876,7 +889,8 @@ impl Service {
             None,
             metadata,
             Some(event.clone()),
-        )?;
+        )
+        .await?;
         res
     }
 
@@ -929,8 +943,7 @@ impl Service {
                     config_id: config.id.clone(),
                     key_version: None,
                 }),
-                detail: None,
-                failures: None,
+                ..Trace::default()
             };
             let system = Principal {
                 key_id: "system".into(),
@@ -938,16 +951,19 @@ impl Service {
                 tenants: None,
                 ops: Default::default(),
             };
-            if let Err(e) = self.audit(
-                &system,
-                &t.id,
-                action,
-                outcome.as_ref().map(|_| ()),
-                trace,
-                None,
-                &Value::Null,
-                None,
-            ) {
+            if let Err(e) = self
+                .audit(
+                    &system,
+                    &t.id,
+                    action,
+                    outcome.as_ref().map(|_| ()),
+                    trace,
+                    None,
+                    &Value::Null,
+                    None,
+                )
+                .await
+            {
                 tracing::error!(tenant = %t.id, error = %e.message, "could not record a lease event");
             }
             if let Err(e) = res {
@@ -959,7 +975,7 @@ impl Service {
     /// Records a request refused before it reached the service (scope, rate limit): denied
     /// attempts are audit events too. A sink failure here is logged; the request is refused
     /// anyway.
-    pub fn audit_rejected(
+    pub async fn audit_rejected(
         &self,
         p: &Principal,
         tenant: &str,
@@ -967,16 +983,22 @@ impl Service {
         err: &ApiError,
         metadata: &Value,
     ) {
-        if let Err(e) = self.audit(
-            p,
-            tenant,
-            action,
-            Err(err),
-            Trace::default(),
-            None,
-            metadata,
-            None,
-        ) {
+        if let Err(e) = self
+            .audit(
+                p,
+                tenant,
+                action,
+                Err(err),
+                Trace {
+                    before_lookup: true,
+                    ..Trace::default()
+                },
+                None,
+                metadata,
+                None,
+            )
+            .await
+        {
             tracing::error!(error = %e.message, "could not record a refused request");
         }
     }
@@ -984,7 +1006,7 @@ impl Service {
     /// Records the audit event of a finished key operation and passes its result on; if
     /// the event cannot be recorded the operation fails closed instead.
     #[allow(clippy::too_many_arguments)]
-    fn audited<T>(
+    async fn audited<T>(
         &self,
         p: &Principal,
         tenant: &str,
@@ -1003,14 +1025,15 @@ impl Service {
             count,
             metadata,
             None,
-        )?;
+        )
+        .await?;
         res
     }
 
     // ---- audit -------------------------------------------------------------------------
 
     #[allow(clippy::too_many_arguments)]
-    fn audit(
+    async fn audit(
         &self,
         p: &Principal,
         tenant: &str,
@@ -1021,10 +1044,36 @@ impl Service {
         metadata: &Value,
         event: Option<Value>,
     ) -> Result<(), ApiError> {
+        // A request naming no known tenant is recorded in the ES operator's chain (tenant
+        // ""), so callers cannot create spools for arbitrary names. Decided without a
+        // tenant lookup (which would time tenant existence).
+        let mut detail = trace.detail;
+        let known = match outcome {
+            Ok(()) => true,
+            Err(e) if matches!(e.code, "tenant_forbidden" | "tenant_not_found") => false,
+            // Refused before any lookup: the name is known only if it is in a scoped key's
+            // scope (an all-tenants key's refusals go to the operator's chain).
+            Err(e) if trace.before_lookup => p.tenants.is_some() && e.code != "bad_request",
+            Err(_) => true,
+        };
+        if !known {
+            let mut d = match detail.take() {
+                Some(Value::Object(m)) => m,
+                _ => serde_json::Map::new(),
+            };
+            d.insert("requested_tenant".into(), Value::String(tenant.to_owned()));
+            detail = Some(Value::Object(d));
+        }
         let ev = AuditEvent {
             id: hex::encode(random_bytes::<16>()),
             time: rfc3339_now(),
-            tenant_id: tenant.to_owned(),
+            tenant_id: if known {
+                tenant.to_owned()
+            } else {
+                String::new()
+            },
+            seq: 0,
+            prev_hash: String::new(),
             es_instance: self.opts.instance.clone(),
             principal: p.key_id.clone(),
             action: action.to_owned(),
@@ -1035,13 +1084,13 @@ impl Service {
             },
             code: outcome.as_ref().err().map(|e| e.code.to_owned()),
             kms: trace.kms,
-            detail: trace.detail,
+            detail,
             count,
             failures: trace.failures,
             metadata: metadata.clone(),
             event,
         };
-        self.audit.record(&ev).map_err(|e| {
+        self.audit.record(ev).await.map_err(|e| {
             tracing::error!(error = %e, "audit sink failed; failing closed");
             ApiError::audit_unavailable()
         })

@@ -170,14 +170,14 @@ async fn rotation_answers_current_and_previous_secret_until_finished() {
     assert!(err.message.contains("in progress"), "{}", err.message);
 
     assert_eq!(
-        h.service.finish_derivation_rotation("acme").unwrap(),
+        h.service.finish_derivation_rotation("acme").await.unwrap(),
         "ds-1"
     );
     let after = derive(&h, &key, "acme", "blind_index", &["email"]).await;
     assert_eq!(after["email"].len(), 1);
     assert_eq!(after["email"][0], e[0]);
     assert!(
-        h.service.finish_derivation_rotation("acme").is_err(),
+        h.service.finish_derivation_rotation("acme").await.is_err(),
         "nothing to finish"
     );
 

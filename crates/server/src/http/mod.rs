@@ -157,7 +157,7 @@ impl RateLimiter {
 
 /// Checks tenant and operation scope (before anything touches the tenant) and the rate
 /// limits. Refusals are audit events too, with the principal and the request metadata.
-fn admit(
+async fn admit(
     s: &AppState,
     p: &Principal,
     tenant: &str,
@@ -172,7 +172,7 @@ fn admit(
         .and_then(|()| s.limiter.check(p, tenant, cost));
     if let Err(e) = &res {
         let md = serde_json::to_value(metadata).unwrap_or(Value::Null);
-        s.service.audit_rejected(p, tenant, action, e, &md);
+        s.service.audit_rejected(p, tenant, action, e, &md).await;
     }
     res
 }
@@ -469,7 +469,7 @@ async fn wrap(
     let p = auth_first(&s, &headers)?;
     let body = read_body(body).await?;
     let req: WrapReq = parse_json(&body)?;
-    admit(&s, &p, &req.tenant_id, "wrap", "wrap", 1, &req.metadata)?;
+    admit(&s, &p, &req.tenant_id, "wrap", "wrap", 1, &req.metadata).await?;
     let md = req.metadata.validate()?;
     let w = s.service.wrap(&p, &req.tenant_id, &md).await?;
     Ok(Json(WrapResp::new(&w)).into_response())
@@ -508,7 +508,7 @@ async fn unwrap(
     let p = auth_first(&s, &headers)?;
     let body = read_body(body).await?;
     let req: EdekReq = parse_json(&body)?;
-    admit(&s, &p, &req.tenant_id, "unwrap", "unwrap", 1, &req.metadata)?;
+    admit(&s, &p, &req.tenant_id, "unwrap", "unwrap", 1, &req.metadata).await?;
     let md = req.metadata.validate()?;
     let dek = s
         .service
@@ -560,7 +560,8 @@ async fn batch_wrap(
         "batch_wrap",
         req.ids.len(),
         &req.metadata,
-    )?;
+    )
+    .await?;
     let md = req.metadata.validate()?;
     let (ok, failed) = s
         .service
@@ -623,7 +624,8 @@ async fn batch_unwrap(
         "batch_unwrap",
         req.edeks.len(),
         &req.metadata,
-    )?;
+    )
+    .await?;
     let md = req.metadata.validate()?;
     let edeks = req.edeks.into_iter().map(|(k, v)| (k, v.0)).collect();
     let (ok, failed) = s
@@ -685,7 +687,7 @@ async fn rekey(
     let p = auth_first(&s, &headers)?;
     let body = read_body(body).await?;
     let req: EdekReq = parse_json(&body)?;
-    admit(&s, &p, &req.tenant_id, "rekey", "rekey", 1, &req.metadata)?;
+    admit(&s, &p, &req.tenant_id, "rekey", "rekey", 1, &req.metadata).await?;
     let md = req.metadata.validate()?;
     let edek = s
         .service
@@ -741,7 +743,7 @@ async fn derive(
                 .map_err(|_| ApiError::bad_request(format!("invalid field path `{path}`")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    admit(&s, &p, &req.tenant_id, "derive", "derive", 1, &req.metadata)?;
+    admit(&s, &p, &req.tenant_id, "derive", "derive", 1, &req.metadata).await?;
     let md = req.metadata.validate()?;
     let derived = s
         .service
@@ -833,9 +835,12 @@ async fn events(
         "app_event",
         1,
         &req.metadata,
-    )?;
+    )
+    .await?;
     let md = req.metadata.validate()?;
-    s.service.app_event(&p, &req.tenant_id, &req.event, &md)?;
+    s.service
+        .app_event(&p, &req.tenant_id, &req.event, &md)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -883,18 +888,12 @@ async fn ready(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    let text = s.service.metrics().render(&[
-        (
-            "keystead_lease_cache_keys",
-            "Leased keys held in memory.",
-            s.service.leases().cached_keys() as f64,
-        ),
-        (
-            "keystead_audit_spool_depth",
-            "Audit events waiting for delivery.",
-            0.0,
-        ),
-    ]);
+    let mut text = s.service.metrics().render(&[(
+        "keystead_lease_cache_keys",
+        "Leased keys held in memory.",
+        s.service.leases().cached_keys() as f64,
+    )]);
+    text.push_str(&s.service.audit_metrics());
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 

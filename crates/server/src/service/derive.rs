@@ -110,6 +110,7 @@ impl Service {
             "paths": paths.iter().map(FieldPath::as_str).collect::<Vec<_>>(),
         }));
         self.audited(p, tenant, "derive", metadata, Some(paths.len()), trace, res)
+            .await
     }
 
     /// The tenant's live secrets, current first; makes the first one when there is none.
@@ -230,6 +231,7 @@ impl Service {
         }
         .await;
         self.audited(&p, tenant, "config_changed", &Value::Null, None, trace, res)
+            .await
     }
 
     /// The plaintext of a stored secret: from the lease cache, or one KMS unwrap.
@@ -309,12 +311,13 @@ impl Service {
         .await;
         trace.detail = Some(json!({ "change": "derivation_secret_rotated" }));
         self.audited(&p, tenant, "config_changed", &Value::Null, None, trace, res)
+            .await
     }
 
     /// Finishes a rotation: the previous secret is retired and no longer derived from.
     /// Values still written under it stop being searchable or decryptable, so run this
     /// after rewriting them. Operator command; recorded as an audit event.
-    pub fn finish_derivation_rotation(&self, tenant: &str) -> Result<String, ApiError> {
+    pub async fn finish_derivation_rotation(&self, tenant: &str) -> Result<String, ApiError> {
         let p = operator();
         let res = self.resolve_tenant(&p, tenant).and_then(|t| {
             self.store
@@ -334,6 +337,7 @@ impl Service {
             ..Trace::default()
         };
         self.audited(&p, tenant, "config_changed", &Value::Null, None, trace, res)
+            .await
     }
 }
 

@@ -18,11 +18,11 @@ use keystead_server::audit::{AuditError, AuditEvent, AuditSink, JsonLinesSink, M
 use keystead_server::auth::{OPS, new_key};
 use keystead_server::clock::ManualClock;
 use keystead_server::http::{AppState, RateLimiter, admin_app, app};
-use keystead_server::kms::RetryPolicy;
 use keystead_server::kms::breaker::BreakerPolicy;
 use keystead_server::kms::builtin::{BuiltinKms, RootKey};
 use keystead_server::kms::net::OutboundPolicy;
 use keystead_server::kms::registry::BuildContext;
+use keystead_server::kms::{BoxFuture, RetryPolicy};
 use keystead_server::metrics::Metrics;
 use keystead_server::service::{Service, ServiceOptions, create_builtin_tenant};
 use keystead_server::store::sqlite::SqliteStore;
@@ -156,15 +156,16 @@ struct TeeSink {
 }
 
 impl AuditSink for TeeSink {
-    fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(AuditError("sink down (test)".into()));
-        }
-        self.mem.record(event)?;
-        if let Some(f) = &self.file {
-            f.record(event)?;
-        }
-        Ok(())
+    fn record(&self, event: AuditEvent) -> BoxFuture<'_, Result<(), AuditError>> {
+        Box::pin(async move {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(AuditError("sink down (test)".into()));
+            }
+            if let Some(f) = &self.file {
+                f.record(event.clone()).await?;
+            }
+            self.mem.record(event).await
+        })
     }
 }
 

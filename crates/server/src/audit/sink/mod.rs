@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::kms::net::OutboundPolicy;
 use crate::kms::BoxFuture;
+use crate::kms::net::OutboundPolicy;
 
 /// A delivery attempt that did not succeed. Never contains event contents or credentials.
 #[derive(Clone, Debug, thiserror::Error)]
