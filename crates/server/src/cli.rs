@@ -50,6 +50,28 @@ enum Command {
     /// Manage service keys.
     #[command(subcommand, name = "service-key")]
     ServiceKey(KeyCmd),
+    /// Audit stream tools: verify what a SIEM received; print this instance's checkpoint key.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Verify a delivered audit stream (one event per line: the JSON events as a webhook,
+    /// file or syslog sink delivers them, or Splunk HEC envelopes): reports gaps, edited,
+    /// conflicting and reordered events and bad checkpoints. Exit status 1 on any finding.
+    Verify {
+        /// The captured stream (`-` for standard input).
+        #[arg(default_value = "-")]
+        stream: PathBuf,
+        /// A checkpoint public key (hex, from `keystead audit public-key`) to trust; repeat
+        /// for several ES instances. Without one, checkpoints are checked against the key
+        /// they name (integrity, not authenticity).
+        #[arg(long = "trusted-key")]
+        trusted: Vec<String>,
+    },
+    /// Print this instance's name and checkpoint public key (hex) for tenants to pin.
+    PublicKey,
 }
 
 #[derive(Args, Debug, Default)]
@@ -394,6 +416,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
         Command::Serve(ref args) => serve(&dir, args, &file),
         Command::Tenant(cmd) => tenant_cmd(&dir, cmd, &file),
         Command::ServiceKey(cmd) => key_cmd(&dir, cmd),
+        Command::Audit(cmd) => audit_cmd(&dir, cmd),
     }
 }
 
@@ -970,6 +993,48 @@ impl AuditFile {
                 Ok((format!("default-{i}"), s))
             })
             .collect()
+    }
+}
+
+fn audit_cmd(dir: &Path, cmd: AuditCmd) -> Result<(), BoxError> {
+    match cmd {
+        AuditCmd::Verify { stream, trusted } => {
+            let keys = trusted
+                .iter()
+                .map(|k| {
+                    crate::audit::chain::parse_public_key(k).ok_or_else(|| {
+                        format!("--trusted-key '{k}' is not a 64-hex-digit Ed25519 key")
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let text = if stream.as_os_str() == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)?;
+                t
+            } else {
+                std::fs::read_to_string(&stream)
+                    .map_err(|e| format!("{}: {e}", stream.display()))?
+            };
+            let report = crate::audit::chain::verify(text.lines(), &keys);
+            print!("{}", report.render());
+            if keys.is_empty() && report.checkpoints > 0 {
+                eprintln!(
+                    "keystead: note: checkpoints were checked against the keys they name; pin the ES key with --trusted-key"
+                );
+            }
+            if report.ok() {
+                Ok(())
+            } else {
+                Err("the audit stream did not verify".into())
+            }
+        }
+        AuditCmd::PublicKey => {
+            let (_, builtin) = open_data_dir(dir)?;
+            let instance = instance_name(dir)?;
+            let key = crate::audit::load_signing_key(dir, &builtin)?;
+            println!("{instance} {}", hex::encode(key.verifying_key().as_bytes()));
+            Ok(())
+        }
     }
 }
 

@@ -5,54 +5,20 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use keystead_server::audit::chain::{self, Finding};
-use keystead_server::audit::sink::{Sink, SinkError};
 use keystead_server::audit::{
-    AuditEvent, AuditSink, Auditor, DeliveryOptions, FullPolicy, SinkSource, SpoolConfig,
+    AuditEvent, AuditSink, Auditor, DeliveryOptions, FullPolicy, SpoolConfig,
 };
-use keystead_server::kms::BoxFuture;
 use serde_json::json;
 
-/// Collects delivered events as lines; can be switched off to simulate a SIEM outage.
-#[derive(Default)]
-struct Collector {
-    lines: Mutex<Vec<String>>,
-    down: AtomicBool,
-}
-
-impl Sink for Collector {
-    fn kind(&self) -> &'static str {
-        "test"
-    }
-    fn deliver<'a>(&'a self, events: &'a [Arc<[u8]>]) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(async move {
-            if self.down.load(Ordering::SeqCst) {
-                return Err(SinkError::new("down (test)"));
-            }
-            let mut l = self.lines.lock().unwrap();
-            for e in events {
-                l.push(String::from_utf8(e.to_vec()).unwrap());
-            }
-            Ok(())
-        })
-    }
-}
-
-struct One(Arc<Collector>);
-
-impl SinkSource for One {
-    fn sinks_for(
-        &self,
-        _tenant: &str,
-    ) -> Result<keystead_server::audit::deliver::SinkList, SinkError> {
-        Ok(vec![("siem".into(), self.0.clone() as Arc<dyn Sink>)])
-    }
-}
+#[path = "common/collector.rs"]
+mod collector;
+use collector::{Collector, One};
 
 fn tmp() -> PathBuf {
     let d = std::env::temp_dir().join(format!(
