@@ -65,8 +65,17 @@ async fn post(
         req = req.header(AUTHORIZATION, a.clone());
     }
     let resp = req.send().await.map_err(|e| {
-        // `without_url`: the URL may hold a secret in its path or query.
-        SinkError::new(format!("{what} {}: {}", endpoint(url), e.without_url()))
+        // `without_url`: the URL may hold a secret in its path or query. The causes (DNS,
+        // the outbound policy, TCP, TLS) name no URL.
+        let e = e.without_url();
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        SinkError::new(format!("{what} {}: {text}", endpoint(url)))
     })?;
     let status = resp.status();
     if status.is_success() {

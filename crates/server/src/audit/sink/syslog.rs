@@ -22,9 +22,10 @@ use std::fmt;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 use super::{EventHead, Sink, SinkContext, SinkError};
@@ -48,13 +49,74 @@ pub(super) struct Options<'a> {
 
 /// An open connection to the receiver.
 struct Conn {
-    tcp_check: Box<dyn Fn() -> PeerState + Send + Sync>,
-    writer: Box<dyn AsyncWrite + Send + Unpin>,
+    /// A second handle on the socket, for a non-blocking `MSG_PEEK`.
+    probe: socket2::Socket,
+    /// Set by the reader task at end-of-stream or a read error.
+    closed: Arc<AtomicBool>,
+    /// Reads (and discards) what the receiver sends: TLS session tickets and
+    /// `close_notify`, and the end of the stream, which marks the connection closed.
+    reader: tokio::task::JoinHandle<()>,
+    writer: Box<dyn AsyncWrite + Send + Sync + Unpin>,
 }
 
-enum PeerState {
-    Open,
-    Closed,
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Conn {
+    /// A connection over `tcp` (whose descriptor is duplicated for the probe), split into
+    /// the reader task and the writer.
+    fn new<S>(probe: socket2::Socket, stream: S) -> Self
+    where
+        S: AsyncRead + AsyncWrite + Send + Sync + 'static,
+    {
+        let (read, write) = tokio::io::split(stream);
+        let closed = Arc::new(AtomicBool::new(false));
+        let reader = tokio::spawn(drain(read, closed.clone()));
+        Self {
+            probe,
+            closed,
+            reader,
+            writer: Box::new(write),
+        }
+    }
+
+    /// Whether the receiver closed the connection (or it broke). A syslog receiver sends
+    /// nothing but TLS records, so the socket is judged by a `MSG_PEEK`: nothing pending
+    /// means open, end-of-stream or an error means closed. Pending bytes (a TLS
+    /// `close_notify` or session ticket) are left to the reader task, briefly awaited.
+    async fn peer_closed(&self) -> bool {
+        for _ in 0..PENDING_POLLS {
+            if self.closed.load(Ordering::Acquire) {
+                return true;
+            }
+            let mut buf = [MaybeUninit::<u8>::uninit(); 1];
+            match self.probe.peek(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// How many times [`Conn::peer_closed`] lets the reader task catch up with pending bytes.
+const PENDING_POLLS: usize = 100;
+
+async fn drain(mut read: impl AsyncRead + Unpin, closed: Arc<AtomicBool>) {
+    let mut buf = [0u8; 1024];
+    loop {
+        match read.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    closed.store(true, Ordering::Release);
 }
 
 /// A syslog receiver over TCP or TLS.
@@ -216,37 +278,32 @@ impl Syslog {
     }
 
     async fn connect(&self) -> Result<Conn, SinkError> {
+        let fail = |e: &dyn fmt::Display| {
+            SinkError::new(format!("syslog {}:{}: {e}", self.host, self.port))
+        };
         let tcp = self
             .ctx
             .outbound
             .connect_tcp(&self.host, self.port, self.ctx.timeout)
             .await
-            .map_err(|e| SinkError::new(format!("syslog {}:{}: {e}", self.host, self.port)))?;
-        // A second handle on the socket, to look for a close by the receiver.
-        let probe = socket2_probe(&tcp)?;
-        let writer: Box<dyn AsyncWrite + Send + Unpin> = match &self.tls {
-            None => Box::new(tcp),
-            Some((connector, name)) => {
-                let s =
-                    tokio::time::timeout(self.ctx.timeout, connector.connect(name.clone(), tcp))
-                        .await
-                        .map_err(|_| {
-                            SinkError::new(format!("syslog {}: TLS handshake timed out", self.host))
-                        })?
-                        .map_err(|e| SinkError::new(format!("syslog {} TLS: {e}", self.host)))?;
-                Box::new(s)
-            }
+            .map_err(|e| fail(&e))?;
+        let probe = socket2::SockRef::from(&tcp)
+            .try_clone()
+            .map_err(|e| fail(&e))?;
+        let Some((connector, name)) = &self.tls else {
+            return Ok(Conn::new(probe, tcp));
         };
-        Ok(Conn {
-            tcp_check: probe,
-            writer,
-        })
+        let tls = tokio::time::timeout(self.ctx.timeout, connector.connect(name.clone(), tcp))
+            .await
+            .map_err(|_| fail(&"TLS handshake timed out"))?
+            .map_err(|e| fail(&format!("TLS: {e}")))?;
+        Ok(Conn::new(probe, tls))
     }
 
     async fn send(&self, frames: &[u8]) -> Result<(), SinkError> {
         let mut guard = self.conn.lock().await;
         if let Some(c) = guard.as_ref()
-            && matches!((c.tcp_check)(), PeerState::Closed)
+            && c.peer_closed().await
         {
             *guard = None;
         }
@@ -278,24 +335,6 @@ impl Syslog {
             }
         }
     }
-}
-
-/// A check of whether the receiver closed the connection: a non-blocking `MSG_PEEK` on
-/// the socket itself (a receiver never sends on a syslog connection, so end-of-stream or
-/// an error means it is gone; pending TLS records are left for the TLS layer).
-fn socket2_probe(tcp: &TcpStream) -> Result<Box<dyn Fn() -> PeerState + Send + Sync>, SinkError> {
-    let sock = socket2::SockRef::from(tcp)
-        .try_clone()
-        .map_err(|e| SinkError::new(format!("syslog socket: {e}")))?;
-    Ok(Box::new(move || {
-        let mut buf = [MaybeUninit::<u8>::uninit(); 1];
-        match sock.peek(&mut buf) {
-            Ok(0) => PeerState::Closed,
-            Ok(_) => PeerState::Open,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => PeerState::Open,
-            Err(_) => PeerState::Closed,
-        }
-    }))
 }
 
 impl Sink for Syslog {
