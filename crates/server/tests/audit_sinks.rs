@@ -498,36 +498,42 @@ async fn tls_receiver(ca: &Ca) -> TlsReceiver {
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
-            // A failed handshake (the wrong-name and untrusted-CA clients) is not a
-            // connection.
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                continue;
-            };
-            count.fetch_add(1, Ordering::SeqCst);
-            let mut r = BufReader::new(tls);
-            loop {
-                let mut len = Vec::new();
-                tokio::select! {
-                    n = r.read_until(b' ', &mut len) => {
-                        if n.unwrap_or(0) == 0 {
-                            break;
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            let (hang, done, count) = (hang.clone(), done.clone(), count.clone());
+            // One task per connection: a stalled or failed handshake does not hold up the
+            // next client.
+            tokio::spawn(async move {
+                // A failed handshake (the wrong-name and untrusted-CA clients) is not a
+                // connection.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut r = BufReader::new(tls);
+                loop {
+                    let mut len = Vec::new();
+                    tokio::select! {
+                        n = r.read_until(b' ', &mut len) => {
+                            if n.unwrap_or(0) == 0 {
+                                return;
+                            }
                         }
+                        () = hang.notified() => break,
                     }
-                    () = hang.notified() => break,
+                    let len: usize = std::str::from_utf8(&len[..len.len() - 1])
+                        .unwrap()
+                        .parse()
+                        .expect("an octet count");
+                    let mut msg = vec![0; len];
+                    r.read_exact(&mut msg).await.unwrap();
+                    tx.send(msg).unwrap();
                 }
-                let len: usize = std::str::from_utf8(&len[..len.len() - 1])
-                    .unwrap()
-                    .parse()
-                    .expect("an octet count");
-                let mut msg = vec![0; len];
-                r.read_exact(&mut msg).await.unwrap();
-                tx.send(msg).unwrap();
-            }
-            // Closing: TLS close_notify, then FIN.
-            let mut tls = r.into_inner();
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
-            drop(tls);
-            done.notify_one();
+                // Closing: TLS close_notify, then FIN.
+                let mut tls = r.into_inner();
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+                drop(tls);
+                done.notify_one();
+            });
         }
     });
     TlsReceiver {
