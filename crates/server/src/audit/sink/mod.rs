@@ -22,7 +22,7 @@ use crate::kms::BoxFuture;
 use crate::kms::net::OutboundPolicy;
 use crate::kms::secret::Secret;
 
-pub use resolver::{Resolver, sealing_label};
+pub use resolver::{NamedSink, Resolver, sealing_label};
 pub use syslog::{PEN, SD_ID};
 
 /// A delivery attempt that did not succeed. Never contains event contents or credentials.

@@ -13,6 +13,9 @@ pub fn sealing_label(sink_id: &str) -> String {
     format!("sink:{sink_id}")
 }
 
+/// A sink with its id (the tenant's sink id, or the default's name).
+pub type NamedSink = (String, Arc<dyn Sink>);
+
 struct Cached {
     /// The stored (sealed) settings the sink was built from.
     stored: String,
@@ -28,7 +31,7 @@ pub struct Resolver {
     store: Arc<dyn Store>,
     kms: Arc<BuiltinKms>,
     ctx: SinkContext,
-    defaults: Vec<(String, Arc<dyn Sink>)>,
+    defaults: Vec<NamedSink>,
     cache: Mutex<HashMap<(String, String), Cached>>,
 }
 
@@ -61,7 +64,7 @@ impl Resolver {
     /// The sinks `tenant`'s events go to, with their ids: its configured sinks in id
     /// order, or the defaults when it has none. An error when the store fails or a
     /// configured sink does not open or build (its events wait in the spool meanwhile).
-    pub fn sinks_for(&self, tenant: &str) -> Result<Vec<(String, Arc<dyn Sink>)>, SinkError> {
+    pub fn sinks_for(&self, tenant: &str) -> Result<Vec<NamedSink>, SinkError> {
         let records = self
             .store
             .sinks(tenant)
@@ -170,7 +173,7 @@ mod tests {
             .unwrap();
     }
 
-    fn ids(v: &[(String, Arc<dyn Sink>)]) -> Vec<(&str, &'static str)> {
+    fn ids(v: &[NamedSink]) -> Vec<(&str, &'static str)> {
         v.iter().map(|(id, s)| (id.as_str(), s.kind())).collect()
     }
 
