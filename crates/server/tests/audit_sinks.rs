@@ -34,7 +34,12 @@ const HANG: Duration = Duration::from_secs(20);
 fn ctx(outbound: OutboundPolicy) -> SinkContext {
     SinkContext {
         outbound,
-        file_dir: temp_dir("files"),
+        // Created by the file sink on its first delivery.
+        file_dir: std::env::temp_dir().join(format!(
+            "keystead-sinks-files-{}-{}",
+            std::process::id(),
+            hex::encode(keystead_server::util::random_bytes::<6>())
+        )),
         dev: false,
         timeout: Duration::from_secs(5),
         instance: "es-test-1".into(),
@@ -487,6 +492,7 @@ async fn tls_receiver(ca: &Ca) -> TlsReceiver {
         client_ca: None,
     })
     .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
