@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::audit::JsonLinesSink;
+use crate::audit::sink::{SinkContext, SinkSettings, sealing_label};
 use crate::auth::{OPS, new_key, parse_duration};
 use crate::clock::SystemClock;
 use crate::http::{AppState, RateLimiter, admin_app, app};
@@ -22,7 +23,7 @@ use crate::lease::{MAX_LEASE, MAX_RENEW};
 use crate::metrics::Metrics;
 use crate::service::{Service, ServiceOptions, create_builtin_tenant};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{ConfigState, KmsConfig, Store, TenantMode};
+use crate::store::{ConfigState, KmsConfig, SinkRecord, Store, TenantMode};
 use crate::tls;
 use crate::util::unix_now;
 
@@ -317,6 +318,31 @@ enum TenantCmd {
         /// Tenant id.
         tenant_id: String,
     },
+    /// Add (or replace) an audit sink of a tenant: webhook, splunk_hec, syslog, file or
+    /// stdout (docs/AUDIT_SINKS.md). Settings are JSON with a `kind` field; tokens in them are
+    /// stored sealed under the root key. The sink is built (URL, address and path checked
+    /// against the `[outbound]` policy) before anything is stored.
+    AddSink {
+        /// Tenant id.
+        tenant_id: String,
+        /// Sink id (unique per tenant): letters, digits, `.`, `_`, `-`, at most 64.
+        sink_id: String,
+        /// Settings file (JSON), `-` for standard input.
+        #[arg(long)]
+        settings: PathBuf,
+    },
+    /// Remove an audit sink of a tenant.
+    RemoveSink {
+        /// Tenant id.
+        tenant_id: String,
+        /// Sink id.
+        sink_id: String,
+    },
+    /// List the tenant's audit sinks: ids and kinds (never their settings).
+    Sinks {
+        /// Tenant id.
+        tenant_id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -537,13 +563,7 @@ fn tenant_cmd(dir: &Path, cmd: TenantCmd, file: &FileConfig) -> Result<(), BoxEr
                     format!("tenant {tenant_id} already has a config '{config_id}'").into(),
                 );
             }
-            let raw = zeroize::Zeroizing::new(if settings.as_os_str() == "-" {
-                let mut b = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
-                b
-            } else {
-                std::fs::read(&settings).map_err(|e| format!("{}: {e}", settings.display()))?
-            });
+            let raw = read_settings(&settings)?;
             let value: serde_json::Value =
                 serde_json::from_slice(&raw).map_err(|e| format!("settings are not JSON: {e}"))?;
             let ctx = crate::kms::registry::BuildContext {
@@ -667,6 +687,58 @@ fn tenant_cmd(dir: &Path, cmd: TenantCmd, file: &FileConfig) -> Result<(), BoxEr
                 );
             }
         }
+        TenantCmd::AddSink {
+            tenant_id,
+            sink_id,
+            settings,
+        } => {
+            get(&tenant_id)?;
+            if sink_id.is_empty()
+                || sink_id.len() > 64
+                || !sink_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            {
+                return Err("sink id must be 1 to 64 letters, digits, '.', '_' or '-'".into());
+            }
+            let raw = read_settings(&settings)?;
+            let parsed = SinkSettings::from_json(&raw)?;
+            let ctx = SinkContext {
+                outbound: outbound_policy(file)?,
+                file_dir: dir.join("audit").join("files"),
+                dev: file.dev.unwrap_or(false),
+                timeout: RetryPolicy::default().timeout,
+                instance: "operator-cli".into(),
+            };
+            crate::audit::sink::build(&parsed, &ctx)
+                .map_err(|e| format!("{} sink settings: {e}", parsed.kind()))?;
+            let sealed = builtin.seal_settings(&tenant_id, &sealing_label(&sink_id), &raw)?;
+            let replaced = store.sinks(&tenant_id)?.iter().any(|s| s.id == sink_id);
+            store.put_sink(&SinkRecord {
+                tenant: tenant_id.clone(),
+                id: sink_id.clone(),
+                kind: parsed.kind().into(),
+                settings: sealed,
+            })?;
+            eprintln!(
+                "tenant {tenant_id}: {} {} sink {sink_id}",
+                if replaced { "replaced" } else { "added" },
+                parsed.kind()
+            );
+        }
+        TenantCmd::RemoveSink { tenant_id, sink_id } => {
+            get(&tenant_id)?;
+            if !store.remove_sink(&tenant_id, &sink_id)? {
+                return Err(format!("tenant {tenant_id} has no sink '{sink_id}'").into());
+            }
+            eprintln!("tenant {tenant_id}: removed sink {sink_id}");
+        }
+        TenantCmd::Sinks { tenant_id } => {
+            get(&tenant_id)?;
+            for s in store.sinks(&tenant_id)? {
+                println!("{}\t{}", s.id, s.kind);
+            }
+        }
         TenantCmd::DerivationSecrets { tenant_id } => {
             get(&tenant_id)?;
             for s in store.derivation_secrets(&tenant_id)? {
@@ -682,6 +754,17 @@ fn tenant_cmd(dir: &Path, cmd: TenantCmd, file: &FileConfig) -> Result<(), BoxEr
         }
     }
     Ok(())
+}
+
+/// Reads a settings file (`-`: standard input), zeroized when dropped.
+fn read_settings(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, BoxError> {
+    Ok(zeroize::Zeroizing::new(if path.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
+        b
+    } else {
+        std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?
+    }))
 }
 
 /// A service for operator commands that use the tenant's KMS; their audit events go to
@@ -823,7 +906,13 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
         timeout: Duration::from_secs(10),
         instance: instance.clone(),
     };
-    let default_sinks = audit_file.default_sinks(dev)?;
+    let sinks: Arc<dyn crate::audit::SinkSource> =
+        Arc::new(crate::audit::tenant_sinks::TenantSinks::new(
+            store.clone(),
+            builtin.clone(),
+            sink_ctx,
+            audit_file.default_sinks(dev)?,
+        )?);
     let mut opts = ServiceOptions {
         instance: instance.clone(),
         dev_autocreate: dev,
@@ -836,7 +925,6 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
             ..opts.retry
         };
     }
-    let builtin_for_sinks = builtin.clone();
     let service = Arc::new(Service::new(
         store.clone(),
         builtin,
@@ -887,12 +975,7 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
         let admin = adm.local_addr().unwrap_or(admin);
         if let Some(a) = &auditor {
             a.start_delivery(
-                Arc::new(crate::audit::tenant_sinks::TenantSinks::new(
-                    store.clone(),
-                    builtin_for_sinks.clone(),
-                    sink_ctx,
-                    default_sinks,
-                )),
+                sinks,
                 crate::audit::DeliveryOptions::default(),
             );
             tracing::info!(instance = %instance, checkpoint_key = %a.public_key_hex(), "audit pipeline started");

@@ -7,37 +7,37 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::deliver::{SinkList, SinkSource};
-use super::sink::{self, SinkContext, SinkError, SinkSettings};
+use super::sink::{self, Resolver, SinkContext, SinkError, SinkSettings};
 use super::spool::tenant_dir_name;
 use crate::kms::builtin::BuiltinKms;
 use crate::store::Store;
 
-/// Sinks per tenant, built once and cached.
+/// Sinks per tenant: configured ones through the resolver, defaults built per tenant.
 pub struct TenantSinks {
-    #[allow(dead_code)]
-    store: Arc<dyn Store>,
-    #[allow(dead_code)]
-    builtin: Arc<BuiltinKms>,
+    resolver: Resolver,
     ctx: SinkContext,
     defaults: Vec<(String, SinkSettings)>,
     built: Mutex<HashMap<String, SinkList>>,
 }
 
 impl TenantSinks {
-    /// A source over the store's per-tenant sinks with `defaults` for the others.
+    /// A source over the store's per-tenant sinks with `defaults` for the others. Fails
+    /// when a default does not build (checked once, for a sample tenant).
     pub fn new(
         store: Arc<dyn Store>,
         builtin: Arc<BuiltinKms>,
         ctx: SinkContext,
         defaults: Vec<(String, SinkSettings)>,
-    ) -> Self {
-        Self {
-            store,
-            builtin,
+    ) -> Result<Self, SinkError> {
+        let s = Self {
+            resolver: Resolver::new(store, builtin, ctx.clone(), Vec::new())?,
             ctx,
             defaults,
             built: Mutex::new(HashMap::new()),
-        }
+        };
+        s.defaults_for("_check")?;
+        s.built.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        Ok(s)
     }
 
     fn defaults_for(&self, tenant: &str) -> Result<SinkList, SinkError> {
@@ -53,7 +53,9 @@ impl TenantSinks {
                 },
                 other => other.clone(),
             };
-            v.push((id.clone(), sink::build(&settings, &self.ctx)?));
+            let built = sink::build(&settings, &self.ctx)
+                .map_err(|e| SinkError::new(format!("default audit sink {id}: {e}")))?;
+            v.push((id.clone(), built));
         }
         cache.insert(tenant.to_owned(), v.clone());
         Ok(v)
@@ -62,6 +64,11 @@ impl TenantSinks {
 
 impl SinkSource for TenantSinks {
     fn sinks_for(&self, tenant: &str) -> Result<SinkList, SinkError> {
-        self.defaults_for(tenant)
+        let own = self.resolver.sinks_for(tenant)?;
+        if own.is_empty() {
+            self.defaults_for(tenant)
+        } else {
+            Ok(own)
+        }
     }
 }

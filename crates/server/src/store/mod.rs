@@ -191,6 +191,31 @@ pub struct DerivationSecretRecord {
     pub created_at: i64,
 }
 
+/// An audit sink of a tenant (`tenant add-sink`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SinkRecord {
+    /// Owning tenant.
+    pub tenant: String,
+    /// Sink id (unique per tenant).
+    pub id: String,
+    /// The settings' kind (`webhook`, `splunk_hec`, `syslog`, `file`, `stdout`).
+    pub kind: String,
+    /// The settings JSON sealed under the root key for (tenant, `sink:<id>`): they may hold
+    /// a token.
+    pub settings: String,
+}
+
+impl std::fmt::Debug for SinkRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Sealed, but there is no reason to print it either.
+        f.debug_struct("SinkRecord")
+            .field("tenant", &self.tenant)
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The storage interface of the Encryption Service.
 pub trait Store: Send + Sync + 'static {
     /// A tenant by id.
@@ -254,4 +279,11 @@ pub trait Store: Send + Sync + 'static {
     /// Ends a rotation: the `rotating` secret becomes `retired` (`NotFound` when there is
     /// none). Returns its id.
     fn finish_derivation_rotation(&self, tenant: &str) -> StoreResult<String>;
+
+    /// The audit sinks of a tenant, by id.
+    fn sinks(&self, tenant: &str) -> StoreResult<Vec<SinkRecord>>;
+    /// Adds or replaces an audit sink.
+    fn put_sink(&self, sink: &SinkRecord) -> StoreResult<()>;
+    /// Removes an audit sink; `false` if the tenant had no sink `id`.
+    fn remove_sink(&self, tenant: &str, id: &str) -> StoreResult<bool>;
 }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    BuiltinKey, ConfigState, DerivationSecretRecord, KmsConfig, SecretState, ServiceKey, Store,
-    StoreError, StoreResult, Tenant, TenantMode,
+    BuiltinKey, ConfigState, DerivationSecretRecord, KmsConfig, SecretState, ServiceKey,
+    SinkRecord, Store, StoreError, StoreResult, Tenant, TenantMode,
 };
 
 /// How often readers look for changes made by other processes.
@@ -77,6 +77,14 @@ const MIGRATIONS: &[&str] = &[
         WHERE state = 'current';
      CREATE UNIQUE INDEX derivation_one_rotating ON derivation_secrets (tenant)
         WHERE state = 'rotating';",
+    // 3: per-tenant audit sinks (settings sealed under the root key)
+    "CREATE TABLE audit_sinks (
+        tenant TEXT NOT NULL REFERENCES tenants(id),
+        id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        settings TEXT NOT NULL,
+        PRIMARY KEY (tenant, id)
+     );",
 ];
 
 #[derive(Default)]
@@ -86,6 +94,8 @@ struct Snapshot {
     service_keys: HashMap<String, ServiceKey>,
     builtin: HashMap<(String, String), Vec<BuiltinKey>>,
     secrets: HashMap<String, Vec<DerivationSecretRecord>>,
+    /// Per tenant, ordered by id.
+    sinks: HashMap<String, Vec<SinkRecord>>,
 }
 
 /// SQLite-backed [`Store`].
@@ -343,6 +353,23 @@ fn load(conn: &Connection) -> StoreResult<Snapshot> {
     for k in rows {
         let k = k.map_err(db)?;
         snap.secrets.entry(k.tenant.clone()).or_default().push(k);
+    }
+    let mut st = conn
+        .prepare("SELECT tenant, id, kind, settings FROM audit_sinks ORDER BY tenant, id")
+        .map_err(db)?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(SinkRecord {
+                tenant: r.get(0)?,
+                id: r.get(1)?,
+                kind: r.get(2)?,
+                settings: r.get(3)?,
+            })
+        })
+        .map_err(db)?;
+    for k in rows {
+        let k = k.map_err(db)?;
+        snap.sinks.entry(k.tenant.clone()).or_default().push(k);
     }
     Ok(snap)
 }
@@ -653,11 +680,98 @@ impl Store for SqliteStore {
         })?;
         Ok(id)
     }
+
+    fn sinks(&self, tenant: &str) -> StoreResult<Vec<SinkRecord>> {
+        self.read(|s| s.sinks.get(tenant).cloned().unwrap_or_default())
+    }
+
+    fn put_sink(&self, k: &SinkRecord) -> StoreResult<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO audit_sinks (tenant, id, kind, settings) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant, id) DO UPDATE SET kind = ?3, settings = ?4",
+                params![k.tenant, k.id, k.kind, k.settings],
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    StoreError::NotFound(format!("tenant {}", k.tenant))
+                }
+                e => db(e),
+            })?;
+            Ok(())
+        })
+    }
+
+    fn remove_sink(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        let mut removed = false;
+        self.write(|tx| {
+            removed = tx
+                .execute(
+                    "DELETE FROM audit_sinks WHERE tenant = ?1 AND id = ?2",
+                    params![tenant, id],
+                )
+                .map_err(db)?
+                > 0;
+            Ok(())
+        })?;
+        Ok(removed)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_sinks_are_put_replaced_listed_and_removed() {
+        let s = SqliteStore::in_memory().unwrap();
+        let sink = |tenant: &str, id: &str, settings: &str| SinkRecord {
+            tenant: tenant.into(),
+            id: id.into(),
+            kind: "webhook".into(),
+            settings: settings.into(),
+        };
+        // The tenant must exist.
+        assert!(matches!(
+            s.put_sink(&sink("acme", "a", "x")),
+            Err(StoreError::NotFound(_))
+        ));
+        s.create_tenant(
+            &Tenant {
+                id: "acme".into(),
+                mode: TenantMode::Remote,
+                primary_config: "c".into(),
+                disabled: false,
+                lease_secs: 3600,
+                renew_secs: 1200,
+            },
+            &KmsConfig {
+                tenant: "acme".into(),
+                id: "c".into(),
+                provider: "builtin".into(),
+                state: ConfigState::Active,
+                settings: "{}".into(),
+            },
+        )
+        .unwrap();
+        s.put_sink(&sink("acme", "b", "1")).unwrap();
+        s.put_sink(&sink("acme", "a", "2")).unwrap();
+        s.put_sink(&sink("acme", "b", "3")).unwrap();
+        let ids: Vec<_> = s
+            .sinks("acme")
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.id, k.settings))
+            .collect();
+        assert_eq!(ids, [("a".into(), "2".into()), ("b".into(), "3".into())]);
+        assert!(s.sinks("globex").unwrap().is_empty());
+        assert!(s.remove_sink("acme", "a").unwrap());
+        assert!(!s.remove_sink("acme", "a").unwrap());
+        assert_eq!(s.sinks("acme").unwrap().len(), 1);
+        assert!(!format!("{:?}", sink("acme", "a", "SEALED")).contains("SEALED"));
+    }
 
     /// An admin command writes through its own connection; a running server's store sees
     /// the change within [`RECHECK`] (API.md: "the server sees the change within a few

@@ -27,8 +27,8 @@ use keystead_server::metrics::Metrics;
 use keystead_server::service::{Service, ServiceOptions, create_builtin_tenant};
 use keystead_server::store::sqlite::SqliteStore;
 use keystead_server::store::{
-    BuiltinKey, DerivationSecretRecord, KmsConfig, ServiceKey, Store, StoreResult, Tenant,
-    TenantMode,
+    BuiltinKey, DerivationSecretRecord, KmsConfig, ServiceKey, SinkRecord, Store, StoreResult,
+    Tenant, TenantMode,
 };
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -145,6 +145,15 @@ impl Store for CountingStore {
     }
     fn recheck(&self) -> StoreResult<()> {
         self.inner.recheck()
+    }
+    fn sinks(&self, tenant: &str) -> StoreResult<Vec<SinkRecord>> {
+        self.inner.sinks(tenant)
+    }
+    fn put_sink(&self, sink: &SinkRecord) -> StoreResult<()> {
+        self.inner.put_sink(sink)
+    }
+    fn remove_sink(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        self.inner.remove_sink(tenant, id)
     }
 }
 
