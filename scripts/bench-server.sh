@@ -3,6 +3,9 @@
 # batch-unwrap of 1000 EDEKs for a leased built-in tenant on loopback.
 #
 #   DURATION (default 20s)  CONNECTIONS (default 64)  THREADS (default 1)
+#   AUDIT=off  runs the server with --unsafe-no-audit (no audit events at all) to measure
+#              what the audit pipeline costs; the default is the real pipeline (durable
+#              spool, hash chain, checkpoints, delivery to the default per-tenant file).
 #
 # The server gets one core's worth of load from wrk on the same 2-core machine; see
 # docs/BENCHMARKS.md for figures and where the time goes.
@@ -24,8 +27,10 @@ trap cleanup EXIT
 
 "$bin" --data-dir "$work/data" tenant create acme --mode leasing
 export KEYSTEAD_KEY="$("$bin" --data-dir "$work/data" service-key create bench --tenant acme)"
+audit_flag=()
+[ "${AUDIT:-on}" = off ] && audit_flag=(--unsafe-no-audit)
 KEYSTEAD_LOG=warn "$bin" --data-dir "$work/data" serve --listen "127.0.0.1:$port" \
-  --rate-limit-tenant 0 --rate-limit-key 0 \
+  --rate-limit-tenant 0 --rate-limit-key 0 "${audit_flag[@]}" \
   --admin-listen "127.0.0.1:$admin" 2>"$work/server.log" &
 pid=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done

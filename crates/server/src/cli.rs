@@ -319,7 +319,7 @@ enum TenantCmd {
         tenant_id: String,
     },
     /// Add (or replace) an audit sink of a tenant: webhook, splunk_hec, syslog, file or
-    /// stdout (docs/AUDIT_SINKS.md). Settings are JSON with a `kind` field; tokens in them are
+    /// stdout (docs/AUDIT.md). Settings are JSON with a `kind` field; tokens in them are
     /// stored sealed under the root key. The sink is built (URL, address and path checked
     /// against the `[outbound]` policy) before anything is stored.
     AddSink {

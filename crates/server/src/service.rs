@@ -1065,7 +1065,7 @@ impl Service {
             detail = Some(Value::Object(d));
         }
         let ev = AuditEvent {
-            id: hex::encode(random_bytes::<16>()),
+            id: crate::audit::new_event_id(),
             time: rfc3339_now(),
             tenant_id: if known {
                 tenant.to_owned()

@@ -345,3 +345,17 @@ async fn drop_oldest_counts_and_announces_the_gap() {
     assert!(report.ok(), "{}", report.render());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_per_spool() {
+    let dir = tmp();
+    let a = Auditor::open(cfg(&dir), key()).unwrap();
+    let err = Auditor::open(cfg(&dir), key())
+        .err()
+        .expect("a second writer is refused");
+    assert!(err.to_string().contains("in use"), "{err}");
+    a.shutdown(Duration::from_millis(10)).await;
+    drop(a);
+    Auditor::open(cfg(&dir), key()).expect("free again after the first closed");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -44,6 +44,8 @@ pub struct DeliveryOptions {
     pub backoff_max: Duration,
     /// How often sink configurations are re-read.
     pub rescan: Duration,
+    /// After a batch smaller than half of `batch_events`, wait this long for more events.
+    pub linger: Duration,
 }
 
 impl Default for DeliveryOptions {
@@ -55,6 +57,7 @@ impl Default for DeliveryOptions {
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(60),
             rescan: Duration::from_secs(2),
+            linger: Duration::from_millis(200),
         }
     }
 }
@@ -293,6 +296,15 @@ async fn deliver_loop(
                 cur = batch.next;
                 persist(&ts, &sink_id, &file, cur);
                 ts.collect_garbage();
+                // A small batch means delivery caught up: let events gather for a moment
+                // so the sink gets fewer, larger batches (one request or fsync each)
+                // instead of one per commit.
+                if batch.events.len() < opts.batch_events / 2 && !*stop.borrow() {
+                    tokio::select! {
+                        () = tokio::time::sleep(opts.linger) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
                 tracing::debug!(tenant = %ts.tenant, sink = %sink_id, events = batch.events.len(),
                     elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX), "audit batch delivered");
             }

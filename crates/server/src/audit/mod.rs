@@ -74,6 +74,21 @@ pub struct AuditEvent {
     pub time: String,
 }
 
+/// A new event id: 64 random bits fixed per process and a 64-bit counter, hex (unique
+/// across instances and restarts without an RNG call per event).
+pub fn new_event_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<[u8; 8]> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(crate::util::random_bytes::<8>);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(prefix);
+    id[8..].copy_from_slice(&n.to_be_bytes());
+    hex::encode(id)
+}
+
 /// The KMS part of an event (fields in alphabetical order: canonical JSON).
 #[derive(Clone, Debug, Serialize)]
 pub struct KmsInfo {

@@ -27,16 +27,16 @@ use tokio::sync::{Notify, oneshot};
 
 use super::chain::{self, CHECKPOINT, DAMAGED, DROPPED, GENESIS};
 use super::{AuditError, AuditEvent};
-use crate::util::{random_bytes, rfc3339_now};
+use crate::util::rfc3339_now;
 
 const MAGIC: &[u8; 8] = b"KSTAUD01";
 /// Segment header length.
-pub(crate) const HEADER_LEN: u64 = 64;
+pub const HEADER_LEN: u64 = 64;
 const HEADER: usize = 64;
 /// Record header length.
-pub(crate) const REC_HDR: usize = 20;
+pub const REC_HDR: usize = 20;
 /// Longest event accepted (bytes of JSON).
-pub(crate) const MAX_RECORD: usize = 1 << 20;
+pub const MAX_RECORD: usize = 1 << 20;
 
 /// What happens when a tenant's spool reaches its size bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -189,7 +189,8 @@ fn check8(parts: &[&[u8]]) -> [u8; 8] {
     out
 }
 
-fn header_bytes(no: u64, first_seq: u64, prev: &[u8; 32]) -> [u8; HEADER] {
+/// A segment header: magic, number, first seq, that event's `prev_hash`, check.
+pub fn header_bytes(no: u64, first_seq: u64, prev: &[u8; 32]) -> [u8; HEADER] {
     let mut h = [0u8; HEADER];
     h[..8].copy_from_slice(MAGIC);
     h[8..16].copy_from_slice(&no.to_le_bytes());
@@ -200,7 +201,8 @@ fn header_bytes(no: u64, first_seq: u64, prev: &[u8; 32]) -> [u8; HEADER] {
     h
 }
 
-fn parse_header(h: &[u8]) -> Option<(u64, u64, [u8; 32])> {
+/// Parses a segment header: (number, first seq, prev hash), or `None` if damaged.
+pub fn parse_header(h: &[u8]) -> Option<(u64, u64, [u8; 32])> {
     if h.len() < HEADER || &h[..8] != MAGIC || check8(&[&h[..56]]) != h[56..64] {
         return None;
     }
@@ -210,7 +212,8 @@ fn parse_header(h: &[u8]) -> Option<(u64, u64, [u8; 32])> {
     Some((no, first, prev))
 }
 
-fn frame(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
+/// Appends one record (length, seq, check, event JSON) to `out`.
+pub fn frame(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
     let len = u32::try_from(payload.len())
         .unwrap_or(u32::MAX)
         .to_le_bytes();
@@ -223,30 +226,36 @@ fn frame(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
 }
 
 /// One record read back from a segment.
-pub(crate) struct Record<'a> {
+pub struct Record<'a> {
+    /// The event's seq.
     pub seq: u64,
+    /// The event JSON.
     pub payload: &'a [u8],
     /// Bytes the record takes, header included.
     pub size: usize,
 }
 
+/// A record whose length or check does not hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Corrupt;
+
 /// Parses the record at the start of `buf`: `Ok(None)` when `buf` ends before it does
-/// (incomplete), `Err(())` when it is corrupt.
-pub(crate) fn parse_record(buf: &[u8]) -> Result<Option<Record<'_>>, ()> {
+/// (incomplete), `Err(Corrupt)` when it is corrupt.
+pub fn parse_record(buf: &[u8]) -> Result<Option<Record<'_>>, Corrupt> {
     if buf.len() < REC_HDR {
         return Ok(None);
     }
-    let len = u32::from_le_bytes(buf[..4].try_into().map_err(|_| ())?) as usize;
+    let len = u32::from_le_bytes(buf[..4].try_into().map_err(|_| Corrupt)?) as usize;
     if len == 0 || len > MAX_RECORD {
-        return Err(());
+        return Err(Corrupt);
     }
     if buf.len() < REC_HDR + len {
         return Ok(None);
     }
-    let seq = u64::from_le_bytes(buf[4..12].try_into().map_err(|_| ())?);
+    let seq = u64::from_le_bytes(buf[4..12].try_into().map_err(|_| Corrupt)?);
     let payload = &buf[REC_HDR..REC_HDR + len];
     if check8(&[&buf[..4], &buf[4..12], payload]) != buf[12..20] {
-        return Err(());
+        return Err(Corrupt);
     }
     Ok(Some(Record {
         seq,
@@ -408,6 +417,8 @@ pub struct Spool {
     /// Woken when a tenant spool appears (the delivery supervisor starts its sinks).
     pub(crate) new_tenant: Notify,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held for the spool's lifetime: one writer per spool directory.
+    _lock: File,
 }
 
 impl Spool {
@@ -415,6 +426,21 @@ impl Spool {
     /// aside, keeping the intact events before them) and starts the writer thread.
     pub fn open(cfg: SpoolConfig, key: SigningKey) -> std::io::Result<Arc<Self>> {
         fs::create_dir_all(&cfg.dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(cfg.dir.join("lock"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(std::io::Error::other(format!(
+                    "the audit spool {} is in use by another keystead process",
+                    cfg.dir.display()
+                )));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
         let (tx, rx) = mpsc::channel();
         let spool = Arc::new(Self {
             cfg: cfg.clone(),
@@ -422,6 +448,7 @@ impl Spool {
             tenants: Mutex::new(HashMap::new()),
             new_tenant: Notify::new(),
             thread: Mutex::new(None),
+            _lock: lock,
         });
         let mut writer = Writer {
             cfg,
@@ -601,7 +628,7 @@ impl Writer {
         detail: serde_json::Value,
     ) -> AuditEvent {
         AuditEvent {
-            id: hex::encode(random_bytes::<16>()),
+            id: crate::audit::new_event_id(),
             time: rfc3339_now(),
             tenant_id: tenant.to_owned(),
             es_instance: self.cfg.instance.clone(),
@@ -997,7 +1024,7 @@ pub(crate) fn read_batch(
                     cur.next_seq = r.seq + 1;
                 }
                 Ok(None) => break,
-                Err(()) => {
+                Err(Corrupt) => {
                     tracing::error!(tenant = %spool.tenant, segment = seg.no, offset = cur.offset + off as u64,
                         "corrupt audit record while delivering; skipping to the next segment");
                     corrupt = true;
