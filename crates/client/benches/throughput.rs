@@ -74,7 +74,7 @@ async fn in_process(tenant: &str) -> (String, String) {
         builtin,
         // In-process mode discards audit events; the script's real server writes them to
         // its audit log as in production.
-        Arc::new(NullSink),
+        Arc::new(keystead_server::audit::NullSink),
         Arc::new(Metrics::default()),
         Arc::new(SystemClock::default()),
         ServiceOptions::default(),
@@ -87,17 +87,6 @@ async fn in_process(tenant: &str) -> (String, String) {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
     (url, k.secret.to_string())
-}
-
-/// Discards audit events (in-process mode only).
-struct NullSink;
-impl keystead_server::audit::AuditSink for NullSink {
-    fn record(
-        &self,
-        _: &keystead_server::audit::AuditEvent,
-    ) -> Result<(), keystead_server::audit::AuditError> {
-        Ok(())
-    }
 }
 
 /// Runs `batches` of work with `concurrency` in flight for `secs`; returns documents/s.

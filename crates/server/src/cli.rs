@@ -11,7 +11,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
-use crate::audit::JsonLinesSink;
 use crate::audit::sink::{SinkContext, SinkSettings, sealing_label};
 use crate::auth::{OPS, new_key, parse_duration};
 use crate::clock::SystemClock;
@@ -767,15 +766,15 @@ fn read_settings(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, BoxError> {
     }))
 }
 
-/// A service for operator commands that use the tenant's KMS; their audit events go to
-/// the data dir's audit log like the server's.
+/// A service for operator commands that use the tenant's KMS; their audit events go to an
+/// outbox the server imports into the tenants' chains (`audit::outbox`).
 fn operator_service(
     dir: &Path,
     store: Arc<dyn Store>,
     builtin: Arc<BuiltinKms>,
     file: &FileConfig,
 ) -> Result<Service, BoxError> {
-    let audit = Arc::new(JsonLinesSink::open(&dir.join("audit.jsonl"))?);
+    let audit = Arc::new(crate::audit::outbox::Outbox::create(dir)?);
     Ok(Service::new(
         store,
         builtin,
@@ -980,6 +979,20 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
             );
             tracing::info!(instance = %instance, checkpoint_key = %a.public_key_hex(), "audit pipeline started");
         }
+        // Events of operator commands run while (or before) the server runs.
+        let outbox = auditor.clone().map(|a| {
+            let (dir, instance) = (dir.to_path_buf(), instance.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(2));
+                loop {
+                    tick.tick().await;
+                    let n = crate::audit::outbox::import(&dir, &instance, &*a).await;
+                    if n > 0 {
+                        tracing::info!(events = n, "operator audit events imported");
+                    }
+                }
+            })
+        });
         tracing::info!(%listen, %admin, data_dir = %dir.display(), dev, https, mtls, "keystead serving");
         let renewal = {
             let service = service.clone();
@@ -1004,6 +1017,9 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
         };
         let (a, b, ()) = tokio::join!(api_srv, adm_srv, signal);
         renewal.abort();
+        if let Some(o) = outbox {
+            o.abort();
+        }
         if let Some(auditor) = &auditor {
             tracing::info!("flushing audit events (up to 5 s)");
             auditor.shutdown(Duration::from_secs(5)).await;

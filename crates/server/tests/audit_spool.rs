@@ -359,3 +359,60 @@ async fn one_process_per_spool() {
     Auditor::open(cfg(&dir), key()).expect("free again after the first closed");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_command_events_reach_the_tenant_chain() {
+    use keystead_server::audit::outbox::{self, Outbox};
+    let dir = tmp();
+    let data = dir.join("data");
+    let data2 = data.clone();
+    let run = move |args: &[&str]| {
+        let mut all = vec!["keystead", "--data-dir", data2.to_str().unwrap()];
+        all.extend_from_slice(args);
+        keystead_server::cli::main_with_args(all) == std::process::ExitCode::SUCCESS
+    };
+    // The CLI starts its own runtime: run it off this one.
+    let ok = tokio::task::spawn_blocking(move || {
+        run(&["tenant", "create", "acme"]) && run(&["tenant", "rotate-derivation-secret", "acme"])
+    })
+    .await
+    .unwrap();
+    assert!(ok);
+    let a = Auditor::open(cfg(&dir), key()).unwrap();
+    let sink = Arc::new(Collector::default());
+    a.start_delivery(Arc::new(One(sink.clone())), fast());
+    // A command still running holds its outbox: not imported yet.
+    let held = Outbox::create(&data).unwrap();
+    held.record(event("acme", 7)).await.unwrap();
+    assert_eq!(
+        outbox::import(&data, "es-test", &*a).await,
+        1,
+        "only the finished command's event"
+    );
+    drop(held);
+    assert_eq!(outbox::import(&data, "es-test", &*a).await, 1);
+    assert_eq!(
+        outbox::import(&data, "es-test", &*a).await,
+        0,
+        "imported files are deleted"
+    );
+    wait_for("imported events", || {
+        let l = sink.lines.lock().unwrap();
+        !ids(&l, "config_changed").is_empty() && !ids(&l, "wrap").is_empty()
+    })
+    .await;
+    a.shutdown(Duration::from_secs(2)).await;
+    let lines = sink.lines.lock().unwrap().clone();
+    let changed: serde_json::Value = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["action"] == "config_changed")
+        .unwrap();
+    assert_eq!(changed["tenant_id"], "acme");
+    assert_eq!(changed["principal"], "operator");
+    assert_eq!(changed["es_instance"], "es-test");
+    assert!(changed["detail"]["outbox_id"].is_string());
+    let report = chain::verify(lines.iter().map(String::as_str), &[]);
+    assert!(report.ok(), "{}", report.render());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod deliver;
+pub mod outbox;
 pub mod sink;
 pub mod spool;
 pub mod tenant_sinks;
