@@ -774,7 +774,7 @@ fn operator_service(
     builtin: Arc<BuiltinKms>,
     file: &FileConfig,
 ) -> Result<Service, BoxError> {
-    let audit = Arc::new(crate::audit::outbox::Outbox::create(dir)?);
+    let audit = Arc::new(crate::audit::outbox::create(dir)?);
     Ok(Service::new(
         store,
         builtin,

@@ -362,7 +362,7 @@ async fn one_process_per_spool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_command_events_reach_the_tenant_chain() {
-    use keystead_server::audit::outbox::{self, Outbox};
+    use keystead_server::audit::outbox;
     let dir = tmp();
     let data = dir.join("data");
     let data2 = data.clone();
@@ -382,7 +382,7 @@ async fn operator_command_events_reach_the_tenant_chain() {
     let sink = Arc::new(Collector::default());
     a.start_delivery(Arc::new(One(sink.clone())), fast());
     // A command still running holds its outbox: not imported yet.
-    let held = Outbox::create(&data).unwrap();
+    let held = outbox::create(&data).unwrap();
     held.record(event("acme", 7)).await.unwrap();
     assert_eq!(
         outbox::import(&data, "es-test", &*a).await,

@@ -126,6 +126,7 @@ impl Delivery {
             .take();
         if let Some(s) = sup {
             s.abort();
+            let _ = s.await;
         }
         let tasks: Vec<Task> = self
             .tasks

@@ -244,9 +244,14 @@ impl JsonLinesSink {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
-        Ok(Self {
-            file: Mutex::new(BufWriter::new(opts.open(path)?)),
-        })
+        Ok(Self::from_file(opts.open(path)?))
+    }
+
+    /// Appends to an open file.
+    pub fn from_file(file: File) -> Self {
+        Self {
+            file: Mutex::new(BufWriter::new(file)),
+        }
     }
 
     fn write(&self, event: &AuditEvent) -> Result<(), AuditError> {

@@ -8,65 +8,39 @@
 //! the operations again rather than two contents under one id.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use serde_json::Value;
 
-use super::{AuditError, AuditEvent, AuditSink, KmsInfo};
-use crate::kms::BoxFuture;
+use super::{AuditEvent, AuditSink, JsonLinesSink, KmsInfo};
 
 /// The outbox directory of a data dir.
 pub fn outbox_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("audit").join("outbox")
 }
 
-/// An operator command's outbox file: appends and syncs each event.
-pub struct Outbox {
-    file: Mutex<File>,
-}
-
-impl Outbox {
-    /// Creates this process's outbox file (mode 0600) and locks it until dropped.
-    pub fn create(data_dir: &Path) -> std::io::Result<Self> {
-        let dir = outbox_dir(data_dir);
-        fs::create_dir_all(&dir)?;
-        let name = format!(
-            "{}-{}-{}.jsonl",
-            crate::util::unix_now(),
-            std::process::id(),
-            hex::encode(crate::util::random_bytes::<4>())
-        );
-        let mut o = OpenOptions::new();
-        o.create_new(true).append(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            o.mode(0o600);
-        }
-        let file = o.open(dir.join(name))?;
-        file.lock()?;
-        Ok(Self {
-            file: Mutex::new(file),
-        })
+/// Creates this process's outbox file (mode 0600), locked until the returned sink is
+/// dropped; each event is appended and synced.
+pub fn create(data_dir: &Path) -> std::io::Result<JsonLinesSink> {
+    let dir = outbox_dir(data_dir);
+    fs::create_dir_all(&dir)?;
+    let name = format!(
+        "{}-{}-{}.jsonl",
+        crate::util::unix_now(),
+        std::process::id(),
+        hex::encode(crate::util::random_bytes::<4>())
+    );
+    let mut o = OpenOptions::new();
+    o.create_new(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
     }
-
-    fn write(&self, event: &AuditEvent) -> Result<(), AuditError> {
-        let mut line = serde_json::to_vec(event).map_err(|e| AuditError(e.to_string()))?;
-        line.push(b'\n');
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(&line)
-            .and_then(|()| f.sync_data())
-            .map_err(|e| AuditError(e.to_string()))
-    }
-}
-
-impl AuditSink for Outbox {
-    fn record(&self, event: AuditEvent) -> BoxFuture<'_, Result<(), AuditError>> {
-        let r = self.write(&event);
-        Box::pin(std::future::ready(r))
-    }
+    let file = o.open(dir.join(name))?;
+    file.lock()?;
+    Ok(JsonLinesSink::from_file(file))
 }
 
 /// Rebuilds an event from its JSON (an outbox line).

@@ -417,8 +417,8 @@ pub struct Spool {
     /// Woken when a tenant spool appears (the delivery supervisor starts its sinks).
     pub(crate) new_tenant: Notify,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// Held for the spool's lifetime: one writer per spool directory.
-    _lock: File,
+    /// Held until shutdown: one writer per spool directory.
+    lock: Mutex<Option<File>>,
 }
 
 impl Spool {
@@ -448,7 +448,7 @@ impl Spool {
             tenants: Mutex::new(HashMap::new()),
             new_tenant: Notify::new(),
             thread: Mutex::new(None),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         });
         let mut writer = Writer {
             cfg,
@@ -500,6 +500,8 @@ impl Spool {
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+        // The writer is gone: another process (or a new spool) may take over.
+        drop(self.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 
     /// Every tenant spool (for delivery and metrics).
