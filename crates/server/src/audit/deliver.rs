@@ -354,6 +354,8 @@ pub(crate) fn render_metrics(spool: &Spool, delivery: Option<&Delivery>, now_uni
     let mut depth = String::new();
     let mut bytes = String::new();
     let mut dropped = String::new();
+    let mut commits = String::new();
+    let mut events = String::new();
     for ts in spool.tenant_spools() {
         let st = ts.lock();
         let front = st.segments.front().map_or(st.next_seq, |s| s.first_seq);
@@ -375,6 +377,16 @@ pub(crate) fn render_metrics(spool: &Spool, delivery: Option<&Delivery>, now_uni
             st.bytes
         );
         let _ = writeln!(
+            commits,
+            "keystead_audit_commits_total{{tenant=\"{t}\"}} {}",
+            st.commits
+        );
+        let _ = writeln!(
+            events,
+            "keystead_audit_events_total{{tenant=\"{t}\"}} {}",
+            st.events
+        );
+        let _ = writeln!(
             dropped,
             "keystead_audit_events_dropped_total{{tenant=\"{t}\"}} {}",
             st.dropped
@@ -386,6 +398,10 @@ pub(crate) fn render_metrics(spool: &Spool, delivery: Option<&Delivery>, now_uni
     out.push_str(&bytes);
     out.push_str("# HELP keystead_audit_events_dropped_total Audit events dropped by the drop_oldest policy.\n# TYPE keystead_audit_events_dropped_total counter\n");
     out.push_str(&dropped);
+    out.push_str("# HELP keystead_audit_commits_total Synced spool writes (group commits); events_total / commits_total is the mean batch.\n# TYPE keystead_audit_commits_total counter\n");
+    out.push_str(&commits);
+    out.push_str("# HELP keystead_audit_events_total Audit events made durable.\n# TYPE keystead_audit_events_total counter\n");
+    out.push_str(&events);
     if let Some(d) = delivery {
         let stats = d.stats.lock().unwrap_or_else(|p| p.into_inner());
         let mut age: HashMap<String, u64> = HashMap::new();

@@ -113,6 +113,10 @@ pub(crate) struct TenantState {
     pub dropped: u64,
     /// Delivery positions of the tenant's live sinks.
     pub cursors: HashMap<String, Cursor>,
+    /// Synced writes (group commits) and the events they made durable, since start.
+    pub commits: u64,
+    /// Events made durable since start.
+    pub events: u64,
 }
 
 /// One tenant's spool.
@@ -583,6 +587,8 @@ impl Writer {
                 bytes,
                 dropped: 0,
                 cursors: HashMap::new(),
+                commits: 0,
+                events: 0,
             }),
             notify: Notify::new(),
         });
@@ -889,6 +895,8 @@ impl Writer {
             if let Some(seg) = st.segments.back_mut() {
                 seg.len = wt.seg_len;
             }
+            st.commits += 1;
+            st.events += wt.pend_seq - wt.next_seq;
             st.next_seq = wt.pend_seq;
         }
         wt.buf.clear();
