@@ -886,6 +886,13 @@ impl Writer {
             wt.buf.clear();
             wt.pend_seq = wt.next_seq;
             wt.pend_head = wt.head;
+            // Their events are gone: those operations fail closed (a waiter whose event was
+            // synced by an earlier flush of this batch fails too: safe, never the reverse).
+            let failed = AuditError(format!("audit spool write failed: {e}"));
+            for w in wt.waiters.drain(..) {
+                let _ = w.send(Err(failed.clone()));
+            }
+            wt.spool.notify.notify_waiters();
             return Err(e);
         }
         wt.seg_len += wt.buf.len() as u64;
