@@ -74,8 +74,18 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start(dir: &Path, port: u16) -> Child {
-    Command::new(BIN)
+/// The server process, killed when dropped (also when an assertion fails).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path, port: u16) -> Server {
+    let child = Command::new(BIN)
         .arg("--data-dir")
         .arg(dir)
         .arg("--config")
@@ -93,7 +103,8 @@ fn start(dir: &Path, port: u16) -> Child {
                 .unwrap(),
         ))
         .spawn()
-        .unwrap()
+        .unwrap();
+    Server(child)
 }
 
 async fn wait_up(port: u16) {
@@ -293,8 +304,8 @@ async fn no_event_is_lost_through_siem_outage_and_sigkill() {
     while next.load(Ordering::SeqCst) < kill_at {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    server.kill().unwrap(); // SIGKILL
-    server.wait().unwrap();
+    server.0.kill().unwrap(); // SIGKILL
+    server.0.wait().unwrap();
     killed.store(true, Ordering::SeqCst);
     eprintln!(
         "killed the server after ~{kill_at} operations ({:?})",
@@ -325,8 +336,8 @@ async fn no_event_is_lost_through_siem_outage_and_sigkill() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // A graceful stop signs a final checkpoint and flushes it.
-    sigterm(&server);
-    let _ = server.wait();
+    sigterm(&server.0);
+    let _ = server.0.wait();
 
     let by = siem.by_request.lock().unwrap().clone();
     let lines = siem.lines.lock().unwrap().clone();
