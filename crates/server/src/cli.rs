@@ -876,16 +876,8 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
     if no_audit && !(listen.ip().is_loopback() && admin.ip().is_loopback()) {
         return Err("--unsafe-no-audit is for benchmarks on loopback only".into());
     }
-    let audit_file = file
-        .audit
-        .as_ref()
-        .map_or_else(AuditFile::default, |a| AuditFile {
-            max_spool_mib: a.max_spool_mib,
-            when_full: a.when_full.clone(),
-            checkpoint_events: a.checkpoint_events,
-            checkpoint_interval_secs: a.checkpoint_interval_secs,
-            default_sinks: a.default_sinks.clone(),
-        });
+    let no_audit_section = AuditFile::default();
+    let audit_file = file.audit.as_ref().unwrap_or(&no_audit_section);
     let spool_cfg = audit_file.spool_config(dir, &instance)?;
     let auditor = if no_audit {
         eprintln!("keystead: WARNING: --unsafe-no-audit: key operations are NOT audited");

@@ -210,23 +210,12 @@ async fn supervise(
     }
 }
 
-/// Parses the `time` of an event JSON (RFC 3339 UTC as the ES writes it) to Unix seconds.
+/// The `time` of an event JSON (RFC 3339 UTC as the ES writes it), in Unix seconds.
 fn event_unix_time(event: &[u8]) -> Option<u64> {
     let s = std::str::from_utf8(event).ok()?;
-    let i = s.find("\"time\":\"")? + 8;
-    let t = s.get(i..i + 19)?; // YYYY-MM-DDTHH:MM:SS
-    let num = |a: usize, b: usize| t.get(a..b)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-    let (hh, mm, ss) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+    let rest = &s[s.find("\"time\":\"")? + 8..];
+    let (secs, _) = crate::util::parse_rfc3339_utc(&rest[..rest.find('"')?])?;
+    u64::try_from(secs).ok()
 }
 
 async fn deliver_loop(
