@@ -229,6 +229,55 @@ async fn torn_tail_is_set_aside_and_the_server_starts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The active segment is zero-filled ahead of the write position; a crash leaves that
+/// space behind. It is free space, not damage, unless a torn record sits in front of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_filled_space_after_a_crash_is_not_damage_but_a_torn_record_before_it_is() {
+    for torn in [false, true] {
+        let dir = tmp();
+        let sent = fill(&dir, 30).await;
+        let segs = segments(&dir.join("spool/acme"));
+        let last = segs.last().unwrap().clone();
+        let intact = std::fs::metadata(&last).unwrap().len();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&last)
+            .unwrap();
+        if torn {
+            std::io::Write::write_all(&mut f, &[0x50, 0, 0, 0, 9, 9, 9]).unwrap();
+        }
+        std::io::Write::write_all(&mut f, &[0u8; 5000]).unwrap();
+        drop(f);
+        let sink = Arc::new(Collector::default());
+        let a = Auditor::open(cfg(&dir), key()).unwrap();
+        a.start_delivery(Arc::new(One(sink.clone())), fast());
+        a.record(event("acme", 99)).await.unwrap();
+        wait_for("intact events", || {
+            let got = ids(&sink.lines.lock().unwrap(), "wrap");
+            sent.iter().all(|id| got.contains(id)) && got.len() == 31
+        })
+        .await;
+        a.shutdown(Duration::from_secs(2)).await;
+        let lines = sink.lines.lock().unwrap().clone();
+        assert_eq!(
+            ids(&lines, "audit_spool_damaged").len(),
+            usize::from(torn),
+            "torn = {torn}"
+        );
+        let report = chain::verify(lines.iter().map(String::as_str), &[]);
+        assert!(report.ok(), "torn = {torn}: {}", report.render());
+        let set_aside = std::fs::read_dir(dir.join("spool/acme"))
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().contains("damaged"));
+        assert_eq!(set_aside, torn, "torn = {torn}");
+        // Recovery trimmed the zeros (unless delivery already collected the segment).
+        if let Ok(m) = std::fs::metadata(&last) {
+            assert!(m.len() < intact + 5000, "torn = {torn}: {} bytes", m.len());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_segment_keeps_intact_events_and_announces_the_loss() {
     let dir = tmp();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 
-use super::{EventHead, Sink, SinkContext, SinkError, endpoint};
+use super::{EventHead, Sink, SinkContext, SinkError, check_object, endpoint};
 use crate::kms::BoxFuture;
 use crate::kms::secret::Secret;
 
@@ -122,7 +122,7 @@ impl Webhook {
         let mut body = Vec::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 2);
         body.push(b'[');
         for (i, e) in events.iter().enumerate() {
-            EventHead::parse(i, e)?;
+            check_object(i, e)?;
             if i > 0 {
                 body.push(b',');
             }
