@@ -29,7 +29,7 @@ pub use escrow::{EscrowSecret, EscrowedIdentity, RecoveryCode};
 pub use identity::{DeviceCertificate, UserIdentity, UserRecord};
 pub use log::{EpochKeys, History, KeysKind, LogEntry, Op};
 pub use safety::{PinStatus, PinStore, check_pin, safety_code};
-pub use state::{Checkpoint, EpochKey, GroupState, Proposal};
+pub use state::{Checkpoint, EpochKey, GroupState, Proposal, detect_fork};
 
 use crate::attachment::{AttachmentHeader, GroupBinding};
 use crate::device::DeviceKeys;

@@ -10,7 +10,7 @@ use crate::error::{Error, FormatError, Result};
 use crate::groups::identity::{DeviceCertificate, UserIdentity, UserRecord};
 use crate::groups::log::{EpochKeys, History, KeysKind, LogEntry, Op, epoch_aad};
 use crate::ids::{GroupId, RecipientId, UserId};
-use crate::keys::{EncryptionKeyPair, EncryptionPublicKey};
+use crate::keys::{EncryptionKeyPair, EncryptionPublicKey, SigningPublicKey};
 use crate::seal::{Purpose, SealedKey};
 use crate::wire::{self, Reader};
 
@@ -174,7 +174,10 @@ impl GroupState {
             membership: Membership::default(),
             epochs: Vec::new(),
         };
-        let effect = state.effect(entry.ops().get(1..).unwrap_or_default(), Some(entry))?;
+        let effect = state.effect(
+            entry.ops().get(1..).unwrap_or_default(),
+            Some(entry.signer()),
+        )?;
         let keys = entry.keys().ok_or(Error::InvalidGroupOp)?;
         if keys.kind != KeysKind::NewEpoch || keys.epoch != 1 || keys.previous.is_some() {
             return Err(Error::InvalidGroupOp);
@@ -209,7 +212,7 @@ impl GroupState {
     }
 
     /// Applies the operations to a copy of the membership, checking each one.
-    fn effect(&self, ops: &[Op], genesis: Option<&LogEntry>) -> Result<Effect> {
+    fn effect(&self, ops: &[Op], genesis_signer: Option<SigningPublicKey>) -> Result<Effect> {
         let mut m = self.membership.clone();
         let mut needs_epoch = false;
         let mut added: Vec<DeviceCertificate> = Vec::new();
@@ -284,12 +287,12 @@ impl GroupState {
                 Op::Rotate => needs_epoch = true,
             }
         }
-        if let Some(entry) = genesis {
+        if let Some(signer) = genesis_signer {
             // The creator must be a member; it becomes the first admin.
             let creator = m
                 .members
                 .values()
-                .find(|r| *r.identity_key() == entry.signer())
+                .find(|r| *r.identity_key() == signer)
                 .map(|r| r.user_id().clone())
                 .ok_or(Error::InvalidGroupOp)?;
             m.admins.insert(creator);
@@ -438,16 +441,7 @@ impl GroupState {
         let mut ops = Vec::with_capacity(members.len() + 1);
         ops.push(Op::Create { history });
         ops.extend(members.into_iter().map(Op::AddMember));
-        let mut effect = state.effect(ops.get(1..).unwrap_or_default(), None)?;
-        let creator_id = effect
-            .membership
-            .members
-            .values()
-            .find(|r| *r.identity_key() == creator.public())
-            .map(|r| r.user_id().clone())
-            .ok_or(Error::Usage)?;
-        effect.membership.admins.insert(creator_id);
-        effect.needs_epoch = true;
+        let effect = state.effect(ops.get(1..).unwrap_or_default(), Some(creator.public()))?;
         state.build(rng, creator, ops, None, effect, 0, [0; 32], false)
     }
 
@@ -660,6 +654,23 @@ impl GroupState {
     pub fn devices(&self) -> impl Iterator<Item = &DeviceCertificate> {
         self.membership.members.values().flat_map(|r| r.devices())
     }
+}
+
+/// Compares two entries that claim the same parent, given the verified state at that
+/// parent. If they are different and both valid children, the log forked:
+/// [`Error::Fork`] (show it; do not pick one). If they are the same entry, or at least one
+/// is not a valid child, there is no fork (`Ok`); an invalid one is rejected by
+/// [`GroupState::apply`] anyway.
+pub fn detect_fork(state_at_parent: &GroupState, a: &LogEntry, b: &LogEntry) -> Result<()> {
+    if a.hash() == b.hash() {
+        return Ok(());
+    }
+    let mut sa = state_at_parent.clone();
+    let mut sb = state_at_parent.clone();
+    if sa.apply(a).is_ok() && sb.apply(b).is_ok() {
+        return Err(Error::Fork);
+    }
+    Ok(())
 }
 
 /// Checks that `sealed` holds exactly one key for each of `devices`, addressed to the
