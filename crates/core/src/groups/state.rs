@@ -462,7 +462,7 @@ impl GroupState {
             ops,
             current,
             effect,
-            self.seq + 1,
+            self.seq.checked_add(1).ok_or(Error::Limit)?,
             self.head,
             true,
         )
