@@ -885,3 +885,42 @@ fn parsers_reject_truncation_trailing_bytes_and_never_panic() {
     assert_eq!(e.group_id().as_str(), "team");
     assert_eq!(e.signer(), ada.identity.public());
 }
+
+#[test]
+fn added_device_of_a_member_gets_the_current_key_or_a_new_epoch() {
+    let (ada, bob) = (user(1, "ada", 1), user(2, "bob", 1));
+    let author = ada.devices[0].signing().public();
+    let laptop = DeviceKeys::generate(&mut rng(120), RecipientId::new("bob/laptop").unwrap());
+    let with_laptop = bob
+        .record
+        .with_device(&bob.identity, bob.identity.certify(&laptop).unwrap())
+        .unwrap();
+    // history: all — the current key is shared with the new device; it reads old documents.
+    let mut g = Group::create(121, History::All, &ada, &[&bob]);
+    let old = document(&g, &ada.devices[0], "doc/old", b"old");
+    g.run(122, &ada, vec![Op::UpdateMember(with_laptop.clone())]);
+    assert_eq!(g.state.epoch(), 1);
+    assert_eq!(read(&g.state, &laptop, &old, &author).unwrap(), b"old");
+    // history: none — a new epoch; the new device does not read old documents.
+    let mut g = Group::create(123, History::None, &ada, &[&bob]);
+    let old = document(&g, &ada.devices[0], "doc/old", b"old");
+    g.run(124, &ada, vec![Op::UpdateMember(with_laptop)]);
+    assert_eq!(g.state.epoch(), 2);
+    assert_eq!(
+        read(&g.state, &laptop, &old, &author).unwrap_err(),
+        Error::Decrypt
+    );
+    let new = document(&g, &ada.devices[0], "doc/new", b"new");
+    assert_eq!(read(&g.state, &laptop, &new, &author).unwrap(), b"new");
+    // An entry that adds no device and removes nothing carries no key material.
+    let p = g
+        .state
+        .propose(
+            &mut rng(125),
+            &ada.identity,
+            vec![Op::AddAdmin(bob.record.user_id().clone())],
+            Some(&g.key),
+        )
+        .unwrap();
+    assert!(p.entry.keys().is_none());
+}
