@@ -924,3 +924,27 @@ fn added_device_of_a_member_gets_the_current_key_or_a_new_epoch() {
         .unwrap();
     assert!(p.entry.keys().is_none());
 }
+
+#[test]
+fn every_bit_flip_of_a_signed_group_format_is_rejected() {
+    // A server relays entries, records and certificates but cannot change a bit of them.
+    let (ada, bob) = (user(1, "ada", 1), user(2, "bob", 2));
+    let mut g = Group::create(130, History::All, &ada, &[&bob]);
+    g.run(
+        131,
+        &ada,
+        vec![Op::RemoveMember(bob.record.user_id().clone())],
+    );
+    let cert = bob.record.devices()[0].to_bytes().to_vec();
+    let rec = bob.record.to_bytes().to_vec();
+    let entry = g.log[1].to_bytes().to_vec();
+    common::for_each_bit_flip(&cert, |i, b| {
+        assert!(DeviceCertificate::parse(b).is_err(), "certificate bit {i}");
+    });
+    common::for_each_bit_flip(&rec, |i, b| {
+        assert!(UserRecord::parse(b).is_err(), "record bit {i}");
+    });
+    common::for_each_bit_flip(&entry, |i, b| {
+        assert!(LogEntry::parse(b).is_err(), "entry bit {i}");
+    });
+}
