@@ -948,3 +948,41 @@ fn every_bit_flip_of_a_signed_group_format_is_rejected() {
         assert!(LogEntry::parse(b).is_err(), "entry bit {i}");
     });
 }
+
+#[test]
+fn group_grant_requires_a_binding_to_the_verified_log() {
+    let (ada, bob) = (user(1, "ada", 1), user(2, "bob", 1));
+    let mut g = Group::create(140, History::All, &ada, &[&bob]);
+    let doc = document(&g, &ada.devices[0], "doc/1", b"x");
+    let key = g.state.open_epoch_key(1, &bob.devices[0]).unwrap();
+    groups::open_group_grant(&doc.2, &doc.0, &g.state, &key).unwrap();
+    // A client whose verified log does not contain the document's head (another group's
+    // state, here: a different genesis) refuses it.
+    let other = Group::create(141, History::All, &ada, &[&bob]);
+    assert_ne!(other.state.head(), g.state.head());
+    assert_eq!(
+        groups::open_through_group(&doc.2, &doc.0, &other.state, &bob.devices[0]).unwrap_err(),
+        Error::Decrypt
+    );
+    // An epoch key of another epoch is refused before any decryption.
+    g.run(142, &ada, vec![Op::Rotate]);
+    let k2 = g.state.open_epoch_key(2, &bob.devices[0]).unwrap();
+    assert_eq!(
+        groups::open_group_grant(&doc.2, &doc.0, &g.state, &k2).unwrap_err(),
+        Error::Decrypt
+    );
+    // A header without a group binding is not a group document.
+    let mut r = rng(143);
+    let dek = Dek::generate(&mut r);
+    let params = AttachmentParams {
+        document: DocumentId::new("doc/2").unwrap(),
+        group: None,
+    };
+    let (_enc, header) =
+        StreamEncryptor::new(&mut r, &dek, ada.devices[0].signing(), params).unwrap();
+    assert_eq!(
+        groups::grant_to_group(&mut r, &header, &dek, &g.state, ada.devices[0].signing())
+            .unwrap_err(),
+        Error::Decrypt
+    );
+}
