@@ -30,6 +30,23 @@ pub enum Error {
     Limit,
     /// The API was used out of order (for example data pushed after `finish`).
     Usage,
+    /// A group log entry was signed by a key that was not an admin's identity key as of the
+    /// entry's parent.
+    NotAdmin,
+    /// A group log entry does not follow its predecessor: wrong sequence number or parent
+    /// hash (a dropped, reordered or foreign entry), or a genesis entry that is not one.
+    LogChain,
+    /// A group log is shorter than, or diverges from, a checkpoint this client verified
+    /// earlier (a withheld or rewritten tail).
+    Rollback,
+    /// Two different valid entries claim the same parent: the log forked.
+    Fork,
+    /// A group log entry's operations are not valid for the group's state (removing a
+    /// non-member, removing the last admin, missing or extra sealed epoch keys, ...).
+    InvalidGroupOp,
+    /// A user's identity key differs from the one pinned or recorded earlier. Applications
+    /// must show this to the user.
+    KeyChanged,
 }
 
 /// Why bytes failed to parse. Parsing errors are not secret: they are about the framing,
@@ -82,6 +99,12 @@ impl fmt::Display for Error {
             Error::Truncated => f.write_str("stream truncated before its final segment"),
             Error::Limit => f.write_str("input exceeds a limit"),
             Error::Usage => f.write_str("API used out of order"),
+            Error::NotAdmin => f.write_str("group log entry not signed by an admin"),
+            Error::LogChain => f.write_str("group log entry does not follow its parent"),
+            Error::Rollback => f.write_str("group log is behind or diverges from a checkpoint"),
+            Error::Fork => f.write_str("group log forked"),
+            Error::InvalidGroupOp => f.write_str("invalid group operation"),
+            Error::KeyChanged => f.write_str("identity key changed"),
         }
     }
 }
@@ -101,6 +124,12 @@ impl Error {
             Error::Truncated => "truncated",
             Error::Limit => "limit_exceeded",
             Error::Usage => "usage",
+            Error::NotAdmin => "not_admin",
+            Error::LogChain => "log_chain",
+            Error::Rollback => "log_rollback",
+            Error::Fork => "log_fork",
+            Error::InvalidGroupOp => "invalid_group_op",
+            Error::KeyChanged => "key_changed",
         }
     }
 }

@@ -96,6 +96,10 @@ string_id!(
     GroupId
 );
 string_id!(
+    /// A user (a person with an Ed25519 identity key and one or more devices).
+    UserId
+);
+string_id!(
     /// A tenant's derivation secret, e.g. `ds-1`: the secret the keys of deterministic fields
     /// and blind indexes are derived from. Every deterministic field names the secret its key
     /// came from, so a reader picks the right key while secrets rotate.

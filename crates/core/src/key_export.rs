@@ -88,7 +88,7 @@ impl KdfParams {
         parallelism: 16,
     };
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         let (lo, hi) = (Self::FLOOR, Self::CEILING);
         let ok = (lo.memory_kib..=hi.memory_kib).contains(&self.memory_kib)
             && (lo.iterations..=hi.iterations).contains(&self.iterations)
@@ -266,6 +266,17 @@ fn derive_key(
     if passphrase.len() > MAX_PASSPHRASE_LEN {
         return Err(Error::Limit);
     }
+    argon2id_hkdf(passphrase.as_bytes(), salt, params, LABEL)
+}
+
+/// `HKDF-SHA256(salt = none, ikm = Argon2id v1.3(secret, salt, params, 32 bytes), info =
+/// label)`. Shared with the identity escrow (`groups::escrow`). The caller bounds `secret`.
+pub(crate) fn argon2id_hkdf(
+    secret: &[u8],
+    salt: &[u8; SALT_LEN],
+    params: &KdfParams,
+    label: &[u8],
+) -> Result<Zeroizing<[u8; 32]>> {
     let argon_params = argon2::Params::new(
         params.memory_kib,
         params.iterations,
@@ -281,11 +292,11 @@ fn derive_key(
     let mut ikm = Zeroizing::new([0u8; 32]);
     // Fails only if the memory cannot be allocated (the inputs are within argon2's limits).
     argon
-        .hash_password_into(passphrase.as_bytes(), salt, &mut ikm[..])
+        .hash_password_into(secret, salt, &mut ikm[..])
         .map_err(|_| Error::Limit)?;
     let mut key = Zeroizing::new([0u8; 32]);
     Hkdf::<Sha256>::new(None, &ikm[..])
-        .expand(LABEL, &mut key[..])
+        .expand(label, &mut key[..])
         .map_err(|_| Error::Limit)?;
     Ok(key)
 }

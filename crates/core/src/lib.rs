@@ -14,6 +14,9 @@
 //!   collected in an access block.
 //! * [`device`] and [`key_export`]: a device's key pairs, and their passphrase-sealed export
 //!   (Argon2id, format `KSP`) that the wasm SDK's `exportKeys` / `importKeys` use.
+//! * [`groups`]: end-to-end identities and groups: user identity keys, device certificates
+//!   and user records, identity escrow under a recovery code, key pinning and safety codes,
+//!   and the signed group log with its epoch keys and group grants.
 //! * [`search`]: searchable fields: keys derived per tenant, field path and purpose from a
 //!   derivation secret, deterministic field encryption (AES-256-SIV) and blind indexes
 //!   (truncated HMAC-SHA256).
@@ -37,6 +40,7 @@ pub mod device;
 pub mod edek;
 pub mod envelope;
 pub mod grant;
+pub mod groups;
 pub mod ids;
 pub mod key_export;
 pub mod keys;
@@ -46,7 +50,7 @@ pub mod stream;
 
 pub use error::{Error, FormatError, Result};
 pub use ids::{
-    ConfigId, DocumentId, FieldPath, GroupId, KeyVersion, RecipientId, SecretId, TenantId,
+    ConfigId, DocumentId, FieldPath, GroupId, KeyVersion, RecipientId, SecretId, TenantId, UserId,
 };
 pub use keys::{
     Dek, EncryptionKeyPair, EncryptionPublicKey, LeasedKey, LeasedKeyId, SigningKeyPair,

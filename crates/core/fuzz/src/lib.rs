@@ -361,3 +361,60 @@ impl<'a> SegmentsInput<'a> {
         out
     }
 }
+
+/// The fixed two-member group of the `group_log` target: its admin (`ada`), the second
+/// member (`bob`), the genesis entry and the epoch-1 key. Deterministic; built anew on
+/// each call (the epoch key cannot be cloned), so call it once.
+pub struct GroupFixture {
+    /// The creator and only admin.
+    pub admin: keystead_core::groups::UserIdentity,
+    /// The other member.
+    pub member: keystead_core::groups::UserIdentity,
+    /// Both members' user records.
+    pub records: Vec<keystead_core::groups::UserRecord>,
+    /// The genesis entry.
+    pub genesis: keystead_core::groups::LogEntry,
+    /// The state after genesis.
+    pub state: keystead_core::groups::GroupState,
+    /// The epoch-1 key.
+    pub key: keystead_core::groups::EpochKey,
+}
+
+/// Builds the [`GroupFixture`].
+pub fn group_fixture() -> GroupFixture {
+    use keystead_core::device::DeviceKeys;
+    use keystead_core::groups::{GroupState, History, UserIdentity};
+    use keystead_core::{GroupId, RecipientId, UserId};
+    let mut r = rng(0x6772_6f75_702d_6c6f);
+    let mut records = Vec::new();
+    let mut ids = Vec::new();
+    for name in ["ada", "bob"] {
+        let id = UserIdentity::generate(&mut r, UserId::new(name).expect("fixed id"));
+        let dev = DeviceKeys::generate(
+            &mut r,
+            RecipientId::new(format!("{name}/d0")).expect("fixed id"),
+        );
+        let cert = id.certify(&dev).expect("fixed device");
+        records.push(id.sign_record(1, vec![cert]).expect("fixed record"));
+        ids.push(id);
+    }
+    let p = GroupState::create(
+        &mut r,
+        GroupId::new(GROUP).expect("fixed id"),
+        History::All,
+        &ids[0],
+        records.clone(),
+    )
+    .expect("fixed group");
+    let state = GroupState::genesis(&p.entry).expect("fixed genesis");
+    let member = ids.pop().expect("two identities");
+    let admin = ids.pop().expect("two identities");
+    GroupFixture {
+        admin,
+        member,
+        records,
+        genesis: p.entry,
+        state,
+        key: p.new_epoch_key.expect("genesis starts epoch 1"),
+    }
+}

@@ -35,13 +35,17 @@ fn main() {
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"));
-    let targets: [(&str, Seeds); 6] = [
+    let targets: [(&str, Seeds); 10] = [
         ("edek", edek_seeds()),
         ("envelope", envelope_seeds()),
         ("attachment", attachment_seeds()),
         ("sealed_key", sealed_key_seeds()),
         ("search", search_seeds()),
         ("key_export", key_export_seeds()),
+        ("group_log", group_log_seeds()),
+        ("device", device_seeds()),
+        ("grant", grant_seeds()),
+        ("escrow", escrow_seeds()),
     ];
     for (target, seeds) in targets {
         let target_dir = dir.join(target);
@@ -397,5 +401,77 @@ fn key_export_seeds() -> Seeds {
                 44,
             ),
         ),
+    ]
+}
+
+/// Length-prefixed (u32) entries, the `group_log` target's input framing.
+fn framed(entries: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        out.extend_from_slice(&u32::try_from(e.len()).expect("small entry").to_be_bytes());
+        out.extend_from_slice(e);
+    }
+    out
+}
+
+fn group_log_seeds() -> Seeds {
+    use keystead_core::groups::Op;
+    let f = keystead_core_fuzz::group_fixture();
+    let bob = f.member.user_id().clone();
+    let propose = |ops: Vec<Op>, stream: u64| {
+        ok(f.state.propose(&mut rng(stream), &f.admin, ops, Some(&f.key)))
+            .entry
+            .to_bytes()
+            .to_vec()
+    };
+    let rotate = propose(vec![Op::Rotate], 60);
+    let remove = propose(vec![Op::RemoveMember(bob.clone())], 61);
+    let admin = propose(vec![Op::AddAdmin(bob)], 62);
+    let genesis = f.genesis.to_bytes().to_vec();
+    vec![
+        ("genesis", framed(&[&genesis])),
+        ("rotate", framed(&[&rotate])),
+        ("genesis-remove", framed(&[&genesis, &remove])),
+        ("genesis-add-admin", framed(&[&genesis, &admin])),
+    ]
+}
+
+fn device_seeds() -> Seeds {
+    let f = keystead_core_fuzz::group_fixture();
+    let mut cert = vec![0u8];
+    cert.extend_from_slice(f.records[0].devices()[0].to_bytes());
+    let mut rec = vec![1u8];
+    rec.extend_from_slice(f.records[1].to_bytes());
+    vec![("certificate", cert), ("record", rec)]
+}
+
+fn grant_seeds() -> Seeds {
+    let fx = fixtures();
+    let grant = ok(Grant::create(
+        &mut rng(70),
+        &fx.header,
+        &fx.dek,
+        &fx.recipient,
+        fx.recipient_key.public(),
+        0,
+        &fx.author,
+    ));
+    let mut block = AccessBlock::new(&fx.header);
+    ok(block.add(grant.clone()));
+    let mut g = vec![0u8];
+    g.extend_from_slice(&grant.to_bytes());
+    let mut b = vec![1u8];
+    b.extend_from_slice(&ok(block.to_bytes()));
+    vec![("grant", g), ("access-block", b)]
+}
+
+fn escrow_seeds() -> Seeds {
+    use keystead_core::groups::{EscrowSecret, EscrowedIdentity, RecoveryCode, UserIdentity};
+    let id = UserIdentity::generate(&mut rng(80), ok(keystead_core::UserId::new("ada")));
+    let code = RecoveryCode::generate(&mut rng(81));
+    let sealed = ok(ok(EscrowedIdentity::seal(&mut rng(82), &id, EscrowSecret::Code(&code))).to_bytes());
+    vec![
+        ("escrow-code", sealed),
+        ("recovery-code", code.render().as_bytes().to_vec()),
     ]
 }
