@@ -1,6 +1,8 @@
 //! Frozen vectors of signed requests (`tests/vectors/request_auth/*.json`): every file in
 //! the directory is checked, none is listed here.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 
 use keystead_core::SigningKeyPair;

@@ -3,7 +3,13 @@
 //! file backend and on S3 (moto's S3, from the project venv: `bash scripts/setup-venv.sh`
 //! or `KEYSTEAD_VENV`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    missing_docs
+)]
 
 mod aws_moto;
 mod common;
@@ -53,7 +59,6 @@ impl Drop for Env {
 struct Dev {
     id: String,
     key: SigningKeyPair,
-    user: String,
 }
 
 fn temp_dir() -> std::path::PathBuf {
@@ -299,7 +304,6 @@ impl Env {
         let dev = Dev {
             id: device.into(),
             key: SigningKeyPair::from_secret_bytes(&random_bytes::<32>()),
-            user: user.into(),
         };
         let r = self
             .send(
@@ -408,7 +412,6 @@ async fn device_signed_requests_and_their_failures() {
     let ghost = Dev {
         id: "ghost".into(),
         key: SigningKeyPair::from_secret_bytes(&[3; 32]),
-        user: "ada".into(),
     };
     assert_eq!(
         env.signed(&ghost, Method::GET, &path, None).await.status,
@@ -448,7 +451,6 @@ async fn device_signed_requests_and_their_failures() {
     let phone = Dev {
         id: "ada-phone".into(),
         key: SigningKeyPair::from_secret_bytes(&random_bytes::<32>()),
-        user: "ada".into(),
     };
     let add = json!({
         "expected_version": 1,
@@ -888,68 +890,63 @@ async fn access_blocks_are_compare_and_swap() {
     assert_eq!(unb64(r.json()["block"].as_str().unwrap()), b"block 2");
 }
 
+async fn put_blob(env: &Env, path: &str, dev: &Dev, body: Vec<u8>, spoil: Spoil) -> Resp {
+    let auth = env.sign(dev, &Method::PUT, path, &body, spoil);
+    env.send(
+        Method::PUT,
+        path,
+        Some(&auth),
+        Some(body),
+        &[("content-type", "application/octet-stream")],
+    )
+    .await
+}
+
+async fn get_blob(env: &Env, path: &str, dev: &Dev, range: Option<&str>) -> Resp {
+    let auth = env.sign(dev, &Method::GET, path, b"", Spoil::None);
+    let extra: Vec<(&str, &str)> = range.map(|r| ("range", r)).into_iter().collect();
+    env.send(Method::GET, path, Some(&auth), None, &extra).await
+}
+
 async fn blobs_roundtrip(env: &Env, big: usize) {
     let ada = env.user("ada", "ada-laptop").await;
     let bob = env.user("bob", "bob-laptop").await;
     let path = format!("/v1/e2e/tenants/{T}/blobs/att-1");
     let data: Vec<u8> = (0..big).map(|i| (i * 7 % 251) as u8).collect();
-    let put = |dev: &Dev, body: Vec<u8>, spoil: Spoil| {
-        let auth = env.sign(dev, &Method::PUT, &path, &body, spoil);
-        env.send(
-            Method::PUT,
-            &path,
-            Some(&auth),
-            Some(body),
-            &[("content-type", "application/octet-stream")],
-        )
-    };
-    assert_eq!(env.signed(&ada, Method::GET, &path, None).await.status, 404);
-    let r = put(&ada, data.clone(), Spoil::None).await;
+    assert_eq!(get_blob(env, &path, &ada, None).await.status, 404);
+    let r = put_blob(env, &path, &ada, data.clone(), Spoil::None).await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["size"], big);
-    let get = |range: Option<&str>| {
-        let auth = env.sign(&ada, &Method::GET, &path, b"", Spoil::None);
-        let extra: Vec<(&str, &str)> = range.map(|r| ("range", r)).into_iter().collect();
-        let path = path.clone();
-        async move {
-            env.send(Method::GET, &path, Some(&auth), None, &extra)
-                .await
-        }
-    };
-    let r = get(None).await;
+    let r = get_blob(env, &path, &bob, None).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, data);
     assert_eq!(r.header("accept-ranges").as_deref(), Some("bytes"));
-    let r = get(Some("bytes=1000-69999")).await;
+    let r = get_blob(env, &path, &ada, Some("bytes=1000-69999")).await;
     assert_eq!(r.status, 206);
     assert_eq!(r.body, data[1000..70000]);
     assert_eq!(
         r.header("content-range"),
         Some(format!("bytes 1000-69999/{big}"))
     );
-    let r = get(Some("bytes=-10")).await;
+    let r = get_blob(env, &path, &ada, Some("bytes=-10")).await;
     assert_eq!(r.body, data[big - 10..]);
-    let r = get(Some(&format!("bytes={big}-"))).await;
+    let r = get_blob(env, &path, &ada, Some(&format!("bytes={big}-"))).await;
     assert_eq!(
         (r.status, r.code().as_str()),
         (416, "range_not_satisfiable")
     );
     // A body other than the signed one is refused and the blob is unchanged.
-    let r = put(&ada, b"tampered".to_vec(), Spoil::Body).await;
+    let r = put_blob(env, &path, &ada, b"tampered".to_vec(), Spoil::Body).await;
     assert_eq!(r.status, 401);
-    assert_eq!(get(None).await.body, data);
+    assert_eq!(get_blob(env, &path, &ada, None).await.body, data);
     // Another user may not replace it; the owner may.
-    assert_eq!(
-        put(&bob, b"mine now".to_vec(), Spoil::None).await.status,
-        403
-    );
-    assert_eq!(put(&ada, b"v2".to_vec(), Spoil::None).await.status, 201);
-    assert_eq!(get(None).await.body, b"v2");
+    let r = put_blob(env, &path, &bob, b"mine now".to_vec(), Spoil::None).await;
+    assert_eq!(r.status, 403);
+    let r = put_blob(env, &path, &ada, b"v2".to_vec(), Spoil::None).await;
+    assert_eq!(r.status, 201);
+    assert_eq!(get_blob(env, &path, &ada, None).await.body, b"v2");
     let missing = format!("/v1/e2e/tenants/{T}/blobs/nope");
-    assert_eq!(
-        env.signed(&ada, Method::GET, &missing, None).await.status,
-        404
-    );
+    assert_eq!(get_blob(env, &missing, &ada, None).await.status, 404);
 }
 
 #[tokio::test]
@@ -965,6 +962,7 @@ async fn blobs_on_the_file_backend() {
 
 #[tokio::test]
 async fn blobs_on_s3_moto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let moto = aws_moto::Moto::start().await;
     // Create the bucket (moto checks no signature).
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -977,4 +975,19 @@ async fn blobs_on_s3_moto() {
     let env = start(Blobs::S3(moto.endpoint.clone())).await;
     // Over 8 MiB: a multipart upload.
     blobs_roundtrip(&env, 9 * 1024 * 1024 + 17).await;
+    // The blob is in the bucket, under the prefix and a hashed name, and nothing else is.
+    let list = http
+        .get(format!("{}/keystead-blobs?list-type=2", moto.endpoint))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(list.matches("<Key>").count(), 1, "{list}");
+    assert!(list.contains("<Key>attachments/"), "{list}");
+    assert!(
+        list.contains("<Size>2</Size>"),
+        "the owner's second upload: {list}"
+    );
 }

@@ -195,12 +195,17 @@ pub struct S3BlobStore {
     tmp: PathBuf,
 }
 
-/// Files up to this size are sent in one PUT; larger ones as a multipart upload.
-const SINGLE_PUT: u64 = 8 * 1024 * 1024;
+/// Files up to this size are sent in one PUT; larger ones as a multipart upload in parts of
+/// this size.
+const SINGLE_PUT: usize = 8 * 1024 * 1024;
 
 impl S3BlobStore {
     /// Builds the client (no request is made); upload temporary files go to `tmp`.
     pub fn new(s: &S3Settings, tmp: &Path) -> Result<Self, BlobError> {
+        // object_store builds its own reqwest client, and reqwest is built without a default
+        // rustls provider here (`rustls-no-provider`): make ring, the tree's only provider,
+        // the process default. A provider installed already (the same one) is kept.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(&s.bucket)
             .with_allow_http(s.allow_http);
@@ -255,7 +260,7 @@ impl BlobStore for S3BlobStore {
                 let loc = self.location(key);
                 let mut f = tokio::fs::File::open(file).await.map_err(io)?;
                 let size = f.metadata().await.map_err(io)?.len();
-                if size <= SINGLE_PUT {
+                if size <= SINGLE_PUT as u64 {
                     let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
                     f.read_to_end(&mut buf).await.map_err(io)?;
                     self.store
@@ -265,7 +270,7 @@ impl BlobStore for S3BlobStore {
                     return Ok(());
                 }
                 let upload = self.store.put_multipart(&loc).await.map_err(os_err)?;
-                let mut w = WriteMultipart::new_with_chunk_size(upload, SINGLE_PUT as usize);
+                let mut w = WriteMultipart::new_with_chunk_size(upload, SINGLE_PUT);
                 let mut buf = vec![0u8; CHUNK * 16];
                 loop {
                     let n = match f.read(&mut buf).await {

@@ -59,28 +59,20 @@ pub fn parse_header(h: &str) -> Result<DeviceAuth, ApiError> {
     let fail = ApiError::unauthenticated;
     let rest = h.strip_prefix("Keystead-Device ").ok_or_else(fail)?;
     let mut parts = rest.split(',').map(str::trim);
-    let mut field = |name: &str| -> Result<&str, ApiError> {
-        let p = parts.next().ok_or_else(fail)?;
-        let (k, v) = p.split_once('=').ok_or_else(fail)?;
-        if k != name {
-            return Err(fail());
-        }
-        Ok(v)
-    };
     let quoted = |v: &str| -> Result<String, ApiError> {
         v.strip_prefix('"')
             .and_then(|v| v.strip_suffix('"'))
             .map(str::to_owned)
             .ok_or_else(fail)
     };
-    let device_id = quoted(field("device")?)?;
-    let ts = field("ts")?;
+    let device_id = quoted(field(&mut parts, "device")?)?;
+    let ts = field(&mut parts, "ts")?;
     if ts.is_empty() || ts.len() > 19 || !ts.bytes().all(|b| b.is_ascii_digit()) {
         return Err(fail());
     }
     let timestamp: u64 = ts.parse().map_err(|_| fail())?;
-    let nonce_hex = quoted(field("nonce")?)?;
-    let sig_b64 = quoted(field("sig")?)?;
+    let nonce_hex = quoted(field(&mut parts, "nonce")?)?;
+    let sig_b64 = quoted(field(&mut parts, "sig")?)?;
     if parts.next().is_some() || !valid_device_id(&device_id) {
         return Err(fail());
     }
@@ -97,6 +89,16 @@ pub fn parse_header(h: &str) -> Result<DeviceAuth, ApiError> {
         nonce,
         sig,
     })
+}
+
+/// The next `name=value` parameter, which must be `name`.
+fn field<'a>(parts: &mut impl Iterator<Item = &'a str>, name: &str) -> Result<&'a str, ApiError> {
+    let p = parts.next().ok_or_else(ApiError::unauthenticated)?;
+    let (k, v) = p.split_once('=').ok_or_else(ApiError::unauthenticated)?;
+    if k != name {
+        return Err(ApiError::unauthenticated());
+    }
+    Ok(v)
 }
 
 /// Formats a header value (clients in Rust, tests).

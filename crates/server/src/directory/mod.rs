@@ -394,6 +394,7 @@ impl Directory {
         // Refusals of an unknown token are not audited in the tenant's chain: the tenant
         // named by an unauthenticated caller may not exist.
         self.take_token(authorization, tenant, user_id, TokenKind::Enrollment)?;
+        let device_id = device.device_id.clone();
         let res = self.check_record(&user_record).and_then(|()| {
             check_key(&identity_key)?;
             self.check_device(&device)?;
@@ -407,7 +408,7 @@ impl Directory {
                         identity_key: Some(identity_key),
                         add_devices: vec![DeviceRecord {
                             user_id: user_id.to_owned(),
-                            device_id: device.device_id.clone(),
+                            device_id: device_id.clone(),
                             signing_key: device.signing_key,
                             certificate: device.certificate,
                         }],
@@ -421,7 +422,7 @@ impl Directory {
             tenant,
             "directory_user_enrolled",
             res.as_ref().map(|_| ()),
-            json!({ "user_id": user_id, "device_id": device.device_id }),
+            json!({ "user_id": user_id, "device_id": device_id }),
         )
         .await?;
         if res.is_ok() {
@@ -430,7 +431,7 @@ impl Directory {
                 tenant,
                 "directory_device_added",
                 Ok(()),
-                json!({ "user_id": user_id, "device_id": device.device_id }),
+                json!({ "user_id": user_id, "device_id": device_id }),
             )
             .await?;
         }
@@ -474,6 +475,7 @@ impl Directory {
 
     /// Replaces a user's record (version compare-and-swap), adding and removing devices;
     /// only a device of that user may.
+    #[allow(clippy::too_many_arguments)]
     pub async fn update_user(
         &self,
         dev: &DeviceRecord,

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
@@ -36,7 +36,7 @@ fn dir(s: &AppState) -> Result<Arc<Directory>, ApiError> {
         .ok_or_else(|| ApiError::not_found("the key directory is not enabled"))
 }
 
-fn info(method: &Method, uri: &OriginalUri, headers: &HeaderMap) -> RequestInfo {
+fn info(method: &Method, uri: &Uri, headers: &HeaderMap) -> RequestInfo {
     let text = |h: header::HeaderName| {
         headers
             .get(h)
@@ -47,9 +47,8 @@ fn info(method: &Method, uri: &OriginalUri, headers: &HeaderMap) -> RequestInfo 
         method: method.as_str().to_owned(),
         host: text(header::HOST),
         path_and_query: uri
-            .0
             .path_and_query()
-            .map_or_else(|| uri.0.path().to_owned(), |p| p.as_str().to_owned()),
+            .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned()),
         authorization: text(header::AUTHORIZATION),
     }
 }
@@ -346,6 +345,26 @@ pub(super) struct BlobResp {
     sha256: String,
 }
 
+/// Raw blob bytes (`type: string, format: binary`).
+pub(super) struct BlobBytes;
+
+impl utoipa::PartialSchema for BlobBytes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .description(Some("Raw bytes (an encrypted attachment)."))
+            .into()
+    }
+}
+
+impl ToSchema for BlobBytes {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("BlobBytes")
+    }
+}
+
 // ---- vendor (service key) ------------------------------------------------------------------
 
 /// Create a user slot.
@@ -537,7 +556,7 @@ pub(super) async fn get_user(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     method: Method,
-    uri: OriginalUri,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -593,7 +612,7 @@ pub(super) async fn update_user(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     method: Method,
-    uri: OriginalUri,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -638,6 +657,7 @@ pub(super) async fn update_user(
         (status = 204, description = "Stored."),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthenticated),
+        (status = 404, response = NotFound),
         (status = 403, response = Forbidden),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
@@ -648,7 +668,7 @@ pub(super) async fn put_escrow(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     method: Method,
-    uri: OriginalUri,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -723,6 +743,7 @@ pub(super) async fn get_escrow(
         (status = 200, description = "Group heads.", body = GroupsResp),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthenticated),
+        (status = 404, response = NotFound),
         (status = 403, response = Forbidden),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
@@ -732,7 +753,7 @@ pub(super) async fn user_groups(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     method: Method,
-    uri: OriginalUri,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -763,6 +784,7 @@ pub(super) async fn user_groups(
         (status = 201, description = "The group's head.", body = HeadResp),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthenticated),
+        (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
@@ -773,7 +795,7 @@ pub(super) async fn create_group(
     State(s): State<AppState>,
     tenant: Result<Path<String>, PathRejection>,
     method: Method,
-    uri: OriginalUri,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -819,7 +841,7 @@ pub(super) async fn append_entry(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     method: Method,
-    uri: OriginalUri,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -873,13 +895,13 @@ pub(super) async fn get_entries(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     method: Method,
-    uri: OriginalUri,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let (tenant, group) = ids(path)?;
     let d = dir(&s)?;
-    let q: EntriesQuery = serde_urlencoded_query(uri.0.query())?;
+    let q: EntriesQuery = serde_urlencoded_query(uri.query())?;
     let dev = signed_empty(&d, &tenant, &info(&method, &uri, &headers), body).await?;
     let limit = q.limit.unwrap_or(MAX_ENTRIES).clamp(1, MAX_ENTRIES);
     let (entries, head) = d.entries(&dev, &tenant, &group, q.from, limit)?;
@@ -928,6 +950,7 @@ fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(q: Option<&str>) -> Re
         (status = 200, description = "The new version.", body = VersionResp),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthenticated),
+        (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
@@ -938,7 +961,7 @@ pub(super) async fn put_access_block(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     method: Method,
-    uri: OriginalUri,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -983,7 +1006,7 @@ pub(super) async fn get_access_block(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     method: Method,
-    uri: OriginalUri,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -1021,11 +1044,12 @@ pub(super) async fn get_access_block(
         ("tenant_id" = String, Path, description = "Tenant id."),
         ("blob_id" = String, Path, description = "Blob id."),
     ),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    request_body(content = BlobBytes, content_type = "application/octet-stream"),
     responses(
         (status = 201, description = "Stored.", body = BlobResp),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthenticated),
+        (status = 404, response = NotFound),
         (status = 403, response = Forbidden),
         (status = 413, response = BadRequest),
         (status = 429, response = RateLimited),
@@ -1037,7 +1061,7 @@ pub(super) async fn put_blob(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     method: Method,
-    uri: OriginalUri,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -1164,8 +1188,8 @@ pub fn parse_range(h: Option<&str>, size: u64) -> Result<Option<std::ops::Range<
         ("Range" = Option<String>, Header, description = "One byte range, `bytes=first-last`, `bytes=first-` or `bytes=-suffix`."),
     ),
     responses(
-        (status = 200, description = "The blob.", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 206, description = "The requested range.", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The blob.", content_type = "application/octet-stream", body = BlobBytes),
+        (status = 206, description = "The requested range.", content_type = "application/octet-stream", body = BlobBytes),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthenticated),
         (status = 404, response = NotFound),
@@ -1178,7 +1202,7 @@ pub(super) async fn get_blob(
     State(s): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     method: Method,
-    uri: OriginalUri,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
