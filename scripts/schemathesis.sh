@@ -176,17 +176,27 @@ def needs_per_request_auth(method, path):
     return sec is not None and not any("service_key" in s for s in sec)
 with open(har, encoding="utf-8") as f:
     entries = json.load(f)["log"]["entries"]
+# Paths with parameters (`/v1/e2e/tenants/{tenant_id}/...`) are matched as templates: a
+# parameter is one non-empty path segment.
+import re
+templates = [(m, p, re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(p)) + "$"))
+             for m, p in operations if "{" in p]
+def operation_of(method, path):
+    for m, p, rx in templates:
+        if m == method and rx.match(path):
+            return (m, p)
+    return (method, path)
 seen = collections.defaultdict(collections.Counter)
 for e in entries:
     path = urllib.parse.urlsplit(e["request"]["url"]).path
-    seen[(e["request"]["method"], path)][e["response"]["status"]] += 1
+    seen[operation_of(e["request"]["method"], path)][e["response"]["status"]] += 1
 print(f"\nschemathesis.sh: {len(entries)} requests; answers by operation:")
 failed = []
 for op in operations:
     counts = seen.get(op, collections.Counter())
     if op == own:
         counts = counts + collections.Counter({200: 1})
-    print(f"  {op[0]:5} {op[1]:24} " + ", ".join(f"{s}x{n}" for s, n in sorted(counts.items())))
+    print(f"  {op[0]:5} {op[1]:56} " + ", ".join(f"{s}x{n}" for s, n in sorted(counts.items())))
     if needs_per_request_auth(*op):
         if not counts:
             failed.append(f"{op[0]} {op[1]} was never called")

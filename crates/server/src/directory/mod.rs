@@ -82,9 +82,9 @@ fn internal(m: &str) -> ApiError {
 pub struct DirectoryOptions {
     /// Lifetime of enrollment and re-authentication tokens, seconds (at most 600).
     pub token_ttl_secs: i64,
-    /// Escrow fetch attempts per user per rolling hour.
+    /// Escrow releases per user per rolling hour.
     pub escrow_per_hour: usize,
-    /// Backoff between escrow fetch attempts: after n attempts in the hour the next waits
+    /// Backoff between escrow releases: after n releases in the hour the next waits
     /// `escrow_backoff_secs * 2^(n-1)` after the previous one (0 disables).
     pub escrow_backoff_secs: i64,
     /// Largest attachment blob, bytes.
@@ -620,9 +620,12 @@ impl Directory {
                     .map_err(store_err)?
                     .ok_or_else(|| ApiError::not_found("the user has no escrow"))
             });
-        if known && !matches!(&res, Err(e) if e.status == 429) {
+        // Only releases count against the limits: a refusal needs no valid token, so
+        // counting refusals would let anyone lock a user out of recovery. Refusals are
+        // audited all the same.
+        if known && res.is_ok() {
             self.store
-                .escrow_attempt(tenant, user_id, now, res.is_ok(), since)
+                .escrow_attempt(tenant, user_id, now, true, since)
                 .map_err(store_err)?;
         }
         let action = if res.is_ok() {
