@@ -47,6 +47,7 @@ struct Env {
     clock: Arc<ManualClock>,
     audit: Arc<MemorySink>,
     key: String,
+    store: Arc<dyn Store>,
     dir: std::path::PathBuf,
 }
 
@@ -152,6 +153,7 @@ async fn start(blobs: Blobs) -> Env {
         clock,
         audit,
         key: k.secret.to_string(),
+        store,
         dir,
     }
 }
@@ -996,4 +998,29 @@ async fn blobs_on_s3_moto() {
         list.contains("<Size>2</Size>"),
         "the owner's second upload: {list}"
     );
+}
+
+#[tokio::test]
+async fn a_disabled_tenant_refuses_directory_requests() {
+    let env = start(Blobs::File).await;
+    let ada = env.user("ada", "ada-laptop").await;
+    let path = format!("/v1/e2e/tenants/{T}/users/ada");
+    assert_eq!(env.signed(&ada, Method::GET, &path, None).await.status, 200);
+    let token = env.token("ada", "reauthentication").await;
+    let mut t = env.store.tenant(T).unwrap().unwrap();
+    t.disabled = true;
+    env.store.update_tenant(&t).unwrap();
+    let r = env.signed(&ada, Method::GET, &path, None).await;
+    assert_eq!((r.status, r.code().as_str()), (409, "tenant_disabled"));
+    let escrow = format!("/v1/e2e/tenants/{T}/users/ada/escrow");
+    let auth = format!("Keystead-Token {token}");
+    let r = env.send(Method::GET, &escrow, Some(&auth), None, &[]).await;
+    assert_eq!(r.status, 409);
+    let r = env
+        .vendor(
+            &format!("/v1/e2e/tenants/{T}/users"),
+            json!({"user_id": "zed"}),
+        )
+        .await;
+    assert_eq!(r.status, 409);
 }

@@ -232,6 +232,7 @@ impl Directory {
             .device(tenant, &auth.device_id)
             .map_err(store_err)?
             .ok_or_else(ApiError::unauthenticated)?;
+        self.refuse_disabled(tenant)?;
         Ok((auth, device))
     }
 
@@ -281,6 +282,16 @@ impl Directory {
             Ok(Some(t)) if t.disabled => Err(ApiError::tenant_disabled()),
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(ApiError::tenant_not_found()),
+            Err(e) => Err(internal(&e.to_string())),
+        }
+    }
+
+    /// `409 tenant_disabled` when the tenant exists and the vendor disabled it; says nothing
+    /// about tenants that do not exist (callers of token routes are not authenticated yet).
+    fn refuse_disabled(&self, tenant: &str) -> Result<(), ApiError> {
+        match self.service.store().tenant(tenant) {
+            Ok(Some(t)) if t.disabled => Err(ApiError::tenant_disabled()),
+            Ok(_) => Ok(()),
             Err(e) => Err(internal(&e.to_string())),
         }
     }
@@ -367,6 +378,7 @@ impl Directory {
             .map(str::trim)
             .filter(|t| t.starts_with(TOKEN_PREFIX) && t.len() <= 128)
             .ok_or_else(ApiError::unauthenticated)?;
+        self.refuse_disabled(tenant)?;
         self.store
             .take_token(&token_hash(token), tenant, user_id, kind, self.now())
             .map_err(store_err)?

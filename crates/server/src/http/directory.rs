@@ -548,6 +548,7 @@ pub(super) async fn enroll(
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthenticated),
         (status = 404, response = NotFound),
+        (status = 409, response = TenantDisabled),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
     )
@@ -659,6 +660,7 @@ pub(super) async fn update_user(
         (status = 401, response = Unauthenticated),
         (status = 404, response = NotFound),
         (status = 403, response = Forbidden),
+        (status = 409, response = TenantDisabled),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),
@@ -702,6 +704,7 @@ pub(super) async fn put_escrow(
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthenticated),
         (status = 404, response = NotFound),
+        (status = 409, response = TenantDisabled),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),
@@ -745,6 +748,7 @@ pub(super) async fn get_escrow(
         (status = 401, response = Unauthenticated),
         (status = 404, response = NotFound),
         (status = 403, response = Forbidden),
+        (status = 409, response = TenantDisabled),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
     )
@@ -887,6 +891,7 @@ struct EntriesQuery {
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthenticated),
         (status = 404, response = NotFound),
+        (status = 409, response = TenantDisabled),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
     )
@@ -998,6 +1003,7 @@ pub(super) async fn put_access_block(
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthenticated),
         (status = 404, response = NotFound),
+        (status = 409, response = TenantDisabled),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
     )
@@ -1052,6 +1058,7 @@ pub(super) async fn get_access_block(
         (status = 404, response = NotFound),
         (status = 403, response = Forbidden),
         (status = 413, response = BadRequest),
+        (status = 409, response = TenantDisabled),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),
@@ -1194,6 +1201,7 @@ pub fn parse_range(h: Option<&str>, size: u64) -> Result<Option<std::ops::Range<
         (status = 401, response = Unauthenticated),
         (status = 404, response = NotFound),
         (status = 416, response = BadRequest),
+        (status = 409, response = TenantDisabled),
         (status = 429, response = RateLimited),
         (status = 500, response = Internal),
     )

@@ -73,7 +73,8 @@ pub enum ErrorCode {
     Internal,
 }
 
-/// `conflict`: a compare-and-swap lost or the record exists already.
+/// `conflict` (a compare-and-swap lost or the record exists already) or `tenant_disabled`
+/// (the vendor disabled the tenant).
 #[derive(ToResponse)]
 pub struct Conflict(pub ErrorBody);
 
