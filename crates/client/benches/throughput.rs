@@ -82,6 +82,7 @@ async fn in_process(tenant: &str) -> (String, String) {
     let state = AppState {
         service,
         limiter: Arc::new(RateLimiter::new(0.0, 0.0)),
+        directory: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -50,6 +50,7 @@ impl Es {
         let state = AppState {
             service: service.clone(),
             limiter: Arc::new(RateLimiter::new(0.0, 0.0)),
+            directory: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

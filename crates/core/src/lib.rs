@@ -20,6 +20,8 @@
 //! * [`search`]: searchable fields: keys derived per tenant, field path and purpose from a
 //!   derivation secret, deterministic field encryption (AES-256-SIV) and blind indexes
 //!   (truncated HMAC-SHA256).
+//! * [`request_auth`]: the signed input of HTTP requests authenticated by a device's
+//!   Ed25519 key (the key directory's `Keystead-Device` scheme).
 //!
 //! Every byte format is specified in `docs/FORMAT.md`; frozen vectors live in
 //! `tests/vectors/`.
@@ -44,6 +46,7 @@ pub mod groups;
 pub mod ids;
 pub mod key_export;
 pub mod keys;
+pub mod request_auth;
 pub mod seal;
 pub mod search;
 pub mod stream;

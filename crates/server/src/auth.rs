@@ -16,7 +16,15 @@ use crate::store::{ServiceKey, Store};
 use crate::util::{random_bytes, unix_now};
 
 /// Operations a key may be scoped to.
-pub const OPS: &[&str] = &["wrap", "unwrap", "batch", "rekey", "derive", "events"];
+pub const OPS: &[&str] = &[
+    "wrap",
+    "unwrap",
+    "batch",
+    "rekey",
+    "derive",
+    "events",
+    "directory",
+];
 
 /// An authenticated caller.
 #[derive(Clone, Debug)]

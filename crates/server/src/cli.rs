@@ -129,6 +129,89 @@ struct FileConfig {
     tls_client_ca: Option<PathBuf>,
     outbound: Option<OutboundFile>,
     audit: Option<AuditFile>,
+    directory: Option<DirectoryFile>,
+}
+
+/// `[directory]`: the E2E key directory (docs/DIRECTORY.md).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct DirectoryFile {
+    /// `file` (default: `<data dir>/blobs`) or `s3`.
+    blob_store: Option<String>,
+    /// Directory of the file backend (default `<data dir>/blobs`).
+    blob_dir: Option<PathBuf>,
+    /// S3 bucket (`s3`); credentials come from the environment (`AWS_ACCESS_KEY_ID`, ...).
+    bucket: Option<String>,
+    /// S3 endpoint URL (S3-compatible stores); default AWS.
+    endpoint: Option<String>,
+    /// S3 region.
+    region: Option<String>,
+    /// Accept a plain-HTTP S3 endpoint (tests only).
+    allow_http: Option<bool>,
+    /// Key prefix inside the bucket.
+    prefix: Option<String>,
+    /// Largest attachment blob, MiB (default 1024).
+    max_blob_mib: Option<u64>,
+    /// Escrow releases per user per hour (default 5).
+    escrow_per_hour: Option<usize>,
+}
+
+/// Builds the key directory from `[directory]`.
+fn build_directory(
+    dir: &Path,
+    file: Option<&DirectoryFile>,
+    service: Arc<Service>,
+) -> Result<Arc<crate::directory::Directory>, BoxError> {
+    use crate::directory::blob::{BlobStore, FileBlobStore, S3BlobStore, S3Settings};
+    let default = DirectoryFile::default();
+    let f = file.unwrap_or(&default);
+    let blobs: Arc<dyn BlobStore> = match f.blob_store.as_deref().unwrap_or("file") {
+        "file" => {
+            let root = f.blob_dir.clone().unwrap_or_else(|| dir.join("blobs"));
+            Arc::new(
+                FileBlobStore::new(&root)
+                    .map_err(|e| format!("blob dir {}: {e}", root.display()))?,
+            )
+        }
+        "s3" => {
+            let bucket = f
+                .bucket
+                .clone()
+                .ok_or("[directory] blob_store = \"s3\" needs bucket")?;
+            Arc::new(
+                S3BlobStore::new(
+                    &S3Settings {
+                        bucket,
+                        endpoint: f.endpoint.clone(),
+                        region: f.region.clone(),
+                        allow_http: f.allow_http.unwrap_or(false),
+                        prefix: f.prefix.clone().unwrap_or_default(),
+                        credentials: None,
+                    },
+                    &dir.join("blobs-tmp"),
+                )
+                .map_err(|e| format!("[directory] s3: {e}"))?,
+            )
+        }
+        other => {
+            return Err(format!("[directory] blob_store must be file or s3, not {other}").into());
+        }
+    };
+    let mut opts = crate::directory::DirectoryOptions::default();
+    if let Some(m) = f.max_blob_mib {
+        opts.max_blob_bytes = m.saturating_mul(1 << 20);
+    }
+    if let Some(n) = f.escrow_per_hour {
+        opts.escrow_per_hour = n;
+    }
+    let store = Arc::new(SqliteStore::open(&dir.join("keystead.db"))?);
+    Ok(Arc::new(crate::directory::Directory::new(
+        store,
+        blobs,
+        Arc::new(SystemClock::default()),
+        service,
+        opts,
+    )))
 }
 
 /// `[audit]`: the spool and the sinks of tenants that configured none (docs/AUDIT.md).
@@ -945,9 +1028,11 @@ fn serve(dir: &Path, args: &ServeArgs, file: &FileConfig) -> Result<(), BoxError
             "development mode: the line above is a service key for every tenant (expires in 24 h); unknown tenants are created on first use"
         );
     }
+    let directory = build_directory(dir, file.directory.as_ref(), service.clone())?;
     let state = AppState {
         service: service.clone(),
         limiter,
+        directory: Some(directory),
     };
     let https = tls.is_some();
     let mtls = https && (args.tls_client_ca.is_some() || file.tls_client_ca.is_some());

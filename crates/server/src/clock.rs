@@ -7,6 +7,11 @@ use std::time::{Duration, Instant};
 pub trait Clock: Send + Sync + 'static {
     /// Time elapsed since the clock's origin.
     fn now(&self) -> Duration;
+
+    /// Wall-clock time as Unix seconds (timestamps of signed requests, token expiry).
+    fn unix_now(&self) -> i64 {
+        crate::util::unix_now()
+    }
 }
 
 /// The process's monotonic clock.
@@ -24,9 +29,15 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to (tests).
-#[derive(Default)]
-pub struct ManualClock(Mutex<Duration>);
+/// A clock that moves only when told to (tests). Its wall-clock time starts at the real
+/// time of its creation and moves with it.
+pub struct ManualClock(Mutex<Duration>, i64);
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self(Mutex::new(Duration::ZERO), crate::util::unix_now())
+    }
+}
 
 impl ManualClock {
     /// Moves the clock forward.
@@ -38,5 +49,9 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Duration {
         *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn unix_now(&self) -> i64 {
+        let secs = i64::try_from(self.now().as_secs()).unwrap_or(i64::MAX);
+        self.1.saturating_add(secs)
     }
 }

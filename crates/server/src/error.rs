@@ -105,6 +105,34 @@ impl ApiError {
             )
         }
     }
+    /// 401 replayed_request: a device-signed request whose nonce was seen already.
+    pub fn replayed_request() -> Self {
+        Self::new(
+            401,
+            "replayed_request",
+            "this signed request was seen already",
+        )
+    }
+    /// 404 not_found: no such route or directory record.
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(404, "not_found", m)
+    }
+    /// 409 conflict: a compare-and-swap lost (version, parent hash) or the record exists.
+    pub fn conflict(m: impl Into<String>) -> Self {
+        Self::new(409, "conflict", m)
+    }
+    /// 413 payload_too_large: a blob over the configured limit.
+    pub fn payload_too_large(m: impl Into<String>) -> Self {
+        Self::new(413, "payload_too_large", m)
+    }
+    /// 416 range_not_satisfiable: a `Range` outside the blob.
+    pub fn range_not_satisfiable() -> Self {
+        Self::new(
+            416,
+            "range_not_satisfiable",
+            "the requested range is outside the blob",
+        )
+    }
     /// 500 internal, with a correlation id only.
     pub fn internal(correlation: &str) -> Self {
         Self::new(

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod directory;
 pub mod error;
 pub mod http;
 pub mod kms;

@@ -1003,6 +1003,39 @@ impl Service {
         }
     }
 
+    /// Records an event of the E2E key directory (user created, device added or removed,
+    /// escrow released or refused, group entry appended or refused, ...). `detail` holds ids
+    /// only, never tokens or key material. With `tenant_known` false (a refusal naming a
+    /// tenant that may not exist) the event goes to the operator's chain with the requested
+    /// tenant in its detail. An event that cannot be recorded fails the operation closed.
+    pub async fn audit_directory(
+        &self,
+        p: &Principal,
+        tenant: &str,
+        action: &str,
+        outcome: Result<(), &ApiError>,
+        detail: Value,
+        tenant_known: bool,
+    ) -> Result<(), ApiError> {
+        let unscoped;
+        let p = if tenant_known {
+            p
+        } else {
+            unscoped = Principal {
+                tenants: None,
+                ..p.clone()
+            };
+            &unscoped
+        };
+        let trace = Trace {
+            detail: Some(detail),
+            before_lookup: !tenant_known,
+            ..Trace::default()
+        };
+        self.audit(p, tenant, action, outcome, trace, None, &Value::Null, None)
+            .await
+    }
+
     /// Records the audit event of a finished key operation and passes its result on; if
     /// the event cannot be recorded the operation fails closed instead.
     #[allow(clippy::too_many_arguments)]

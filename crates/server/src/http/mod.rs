@@ -4,6 +4,7 @@
 //! and answer types below make the OpenAPI document ([`openapi`]) that the API listener
 //! serves at `GET /openapi.json`.
 
+pub mod directory;
 pub mod extract;
 pub mod openapi;
 
@@ -40,6 +41,8 @@ pub struct AppState {
     pub service: Arc<Service>,
     /// Rate limits.
     pub limiter: Arc<RateLimiter>,
+    /// The E2E key directory; `None` answers its routes `404 not_found`.
+    pub directory: Option<Arc<crate::directory::Directory>>,
 }
 
 impl IntoResponse for ApiError {
@@ -943,6 +946,46 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/events", post(events))
         .route("/health", get(health))
         .route("/openapi.json", get(openapi_json))
+        .route(
+            "/v1/e2e/tenants/{tenant_id}/users",
+            post(directory::create_user),
+        )
+        .route(
+            "/v1/e2e/tenants/{tenant_id}/users/{user_id}",
+            get(directory::get_user).put(directory::update_user),
+        )
+        .route(
+            "/v1/e2e/tenants/{tenant_id}/users/{user_id}/tokens",
+            post(directory::issue_token),
+        )
+        .route(
+            "/v1/e2e/tenants/{tenant_id}/users/{user_id}/enroll",
+            post(directory::enroll),
+        )
+        .route(
+            "/v1/e2e/tenants/{tenant_id}/users/{user_id}/escrow",
+            get(directory::get_escrow).put(directory::put_escrow),
+        )
+        .route(
+            "/v1/e2e/tenants/{tenant_id}/users/{user_id}/groups",
+            get(directory::user_groups),
+        )
+        .route(
+            "/v1/e2e/tenants/{tenant_id}/groups",
+            post(directory::create_group),
+        )
+        .route(
+            "/v1/e2e/tenants/{tenant_id}/groups/{group_id}/entries",
+            get(directory::get_entries).post(directory::append_entry),
+        )
+        .route(
+            "/v1/e2e/tenants/{tenant_id}/access-blocks/{doc_id}",
+            get(directory::get_access_block).put(directory::put_access_block),
+        )
+        .route(
+            "/v1/e2e/tenants/{tenant_id}/blobs/{blob_id}",
+            get(directory::get_blob).put(directory::put_blob),
+        )
         .fallback(|| async {
             ApiError {
                 status: 404,

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
 
 use super::ErrorBody;
@@ -60,8 +60,36 @@ pub enum ErrorCode {
     AuditUnavailable,
     /// 504: the KMS did not answer in time.
     KmsTimeout,
+    /// 401: a device-signed request whose nonce was seen already (a replay).
+    ReplayedRequest,
+    /// 409: a compare-and-swap lost (user record version, group log parent, access-block
+    /// version) or the record exists already.
+    Conflict,
+    /// 413: a blob over the configured limit.
+    PayloadTooLarge,
+    /// 416: a `Range` outside the blob.
+    RangeNotSatisfiable,
     /// 500: a bug; the message carries a correlation id only.
     Internal,
+}
+
+/// `conflict` (a compare-and-swap lost or the record exists already) or `tenant_disabled`
+/// (the vendor disabled the tenant).
+#[derive(ToResponse)]
+pub struct Conflict(pub ErrorBody);
+
+/// `not_found`: no such directory record (user, group, access block, blob).
+#[derive(ToResponse)]
+pub struct NotFound(pub ErrorBody);
+
+/// The `kind` of a directory token.
+pub fn token_kind_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["enrollment", "reauthentication"]))
+        .description(Some(
+            "`enrollment`: register the identity key and a device; `reauthentication`: release the escrow once.",
+        ))
 }
 
 /// `bad_request`: malformed JSON, missing or unknown field, duplicate key, bad base64, or a
@@ -203,8 +231,28 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+        let comps = doc.components.get_or_insert_with(Default::default);
+        comps.add_security_scheme(
+            DEVICE_SCHEME,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "`Authorization: Keystead-Device device=\"<id>\", ts=<unix secs>, nonce=\"<32 hex>\", sig=\"<base64>\"`: an Ed25519 signature by a registered device over the method, host, path and query, body hash, timestamp, nonce and device id (docs/DIRECTORY.md).",
+            ))),
+        );
+        comps.add_security_scheme(
+            TOKEN_SCHEME,
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "`Authorization: Keystead-Token <token>`: a single-use enrollment or re-authentication token minted by the vendor.",
+            ))),
+        );
     }
 }
+
+/// Security scheme of device-signed directory routes.
+pub const DEVICE_SCHEME: &str = "device_signature";
+/// Security scheme of token-authenticated directory routes.
+pub const TOKEN_SCHEME: &str = "directory_token";
 
 /// The OpenAPI document of the API listener.
 #[derive(OpenApi)]
@@ -223,10 +271,27 @@ impl Modify for BearerAuth {
         super::events,
         super::health,
         super::openapi_json,
+        super::directory::create_user,
+        super::directory::issue_token,
+        super::directory::enroll,
+        super::directory::get_user,
+        super::directory::update_user,
+        super::directory::put_escrow,
+        super::directory::get_escrow,
+        super::directory::user_groups,
+        super::directory::create_group,
+        super::directory::append_entry,
+        super::directory::get_entries,
+        super::directory::put_access_block,
+        super::directory::get_access_block,
+        super::directory::put_blob,
+        super::directory::get_blob,
     ),
     components(
         schemas(ErrorCode),
         responses(
+            Conflict,
+            NotFound,
             BadRequest,
             Unauthenticated,
             Forbidden,
@@ -245,6 +310,7 @@ impl Modify for BearerAuth {
         (name = "keys", description = "Wrap, unwrap and rekey DEKs; derive keys for searchable fields."),
         (name = "events", description = "Application security events for the tenant's SIEM."),
         (name = "service", description = "Liveness and this document."),
+        (name = "directory", description = "The E2E key directory: users, devices, escrow, group logs, access blocks, attachment blobs (docs/DIRECTORY.md)."),
     )
 )]
 pub struct ApiDoc;
@@ -290,6 +356,13 @@ mod tests {
             })
             .collect();
         routes.sort_unstable();
+        let directory: Vec<(&str, &str)> = routes
+            .iter()
+            .copied()
+            .filter(|(p, _)| p.starts_with("/v1/e2e/"))
+            .collect();
+        assert_eq!(directory.len(), 15, "{directory:?}");
+        routes.retain(|(p, _)| !p.starts_with("/v1/e2e/"));
         assert_eq!(
             routes,
             [
@@ -305,7 +378,10 @@ mod tests {
             ]
         );
         // Every /v1 route: bearer auth, a JSON body, and the error answers.
-        for (path, item) in paths.iter().filter(|(p, _)| p.starts_with("/v1/")) {
+        for (path, item) in paths
+            .iter()
+            .filter(|(p, _)| p.starts_with("/v1/") && !p.starts_with("/v1/e2e/"))
+        {
             let op = &item["post"];
             assert_eq!(op["security"], serde_json::json!([{ SECURITY_SCHEME: [] }]));
             let body = &op["requestBody"];
@@ -399,6 +475,11 @@ mod tests {
             ApiError::lease_expired(),
             ApiError::audit_unavailable(),
             ApiError::internal("x"),
+            ApiError::replayed_request(),
+            ApiError::not_found("x"),
+            ApiError::conflict("x"),
+            ApiError::payload_too_large("x"),
+            ApiError::range_not_satisfiable(),
             KmsError::Denied("x".into()).into(),
             KmsError::Unreachable("x".into()).into(),
             KmsError::Timeout.into(),
@@ -418,6 +499,6 @@ mod tests {
                 e.code
             );
         }
-        assert_eq!(listed.len(), 18);
+        assert_eq!(listed.len(), 22);
     }
 }

@@ -18,6 +18,8 @@ use super::{
     SinkRecord, Store, StoreError, StoreResult, Tenant, TenantMode,
 };
 
+mod directory;
+
 /// How often readers look for changes made by other processes.
 pub const RECHECK: Duration = Duration::from_millis(500);
 /// How often a lookup miss may force that look ([`Store::recheck`]).
@@ -84,6 +86,90 @@ const MIGRATIONS: &[&str] = &[
         kind TEXT NOT NULL,
         settings TEXT NOT NULL,
         PRIMARY KEY (tenant, id)
+     );",
+    // 4: the E2E key directory (see directory/store.rs): user slots and records, devices,
+    // single-use tokens (hashes), escrow blobs and fetch attempts, group logs with their
+    // heads and member index, access blocks, attachment blob metadata.
+    "CREATE TABLE dir_users (
+        tenant TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        identity_key BLOB,
+        record BLOB NOT NULL,
+        version INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant, user_id)
+     );
+     CREATE TABLE dir_devices (
+        tenant TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        signing_key BLOB NOT NULL,
+        certificate BLOB NOT NULL,
+        removed INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant, device_id),
+        FOREIGN KEY (tenant, user_id) REFERENCES dir_users (tenant, user_id)
+     );
+     CREATE INDEX dir_devices_by_user ON dir_devices (tenant, user_id);
+     CREATE TABLE dir_tokens (
+        hash BLOB PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+     );
+     CREATE INDEX dir_tokens_by_expiry ON dir_tokens (expires_at);
+     CREATE TABLE dir_escrow (
+        tenant TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        blob BLOB NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant, user_id)
+     );
+     CREATE TABLE dir_escrow_attempts (
+        tenant TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        ok INTEGER NOT NULL
+     );
+     CREATE INDEX dir_escrow_attempts_by_user ON dir_escrow_attempts (tenant, user_id, at);
+     CREATE TABLE dir_groups (
+        tenant TEXT NOT NULL,
+        group_id TEXT NOT NULL,
+        head_seq INTEGER NOT NULL,
+        head_hash BLOB NOT NULL,
+        PRIMARY KEY (tenant, group_id)
+     );
+     CREATE TABLE dir_group_entries (
+        tenant TEXT NOT NULL,
+        group_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        entry BLOB NOT NULL,
+        UNIQUE (tenant, group_id, seq),
+        FOREIGN KEY (tenant, group_id) REFERENCES dir_groups (tenant, group_id)
+     );
+     CREATE TABLE dir_group_members (
+        tenant TEXT NOT NULL,
+        group_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        PRIMARY KEY (tenant, group_id, user_id)
+     );
+     CREATE INDEX dir_group_members_by_user ON dir_group_members (tenant, user_id);
+     CREATE TABLE dir_access_blocks (
+        tenant TEXT NOT NULL,
+        doc_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        block BLOB NOT NULL,
+        PRIMARY KEY (tenant, doc_id)
+     );
+     CREATE TABLE dir_blobs (
+        tenant TEXT NOT NULL,
+        blob_id TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 BLOB NOT NULL,
+        owner TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant, blob_id)
      );",
 ];
 

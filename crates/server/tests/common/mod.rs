@@ -317,6 +317,7 @@ impl Harness {
         let state = AppState {
             service: service.clone(),
             limiter: Arc::new(RateLimiter::new(opts.per_tenant, opts.per_key)),
+            directory: None,
         };
         let (api, t1) = serve(app(state.clone())).await;
         let (admin, t2) = serve(admin_app(state)).await;
@@ -384,6 +385,7 @@ impl Harness {
         let state = AppState {
             service,
             limiter: Arc::new(RateLimiter::new(0.0, 0.0)),
+            directory: None,
         };
         let (api, t) = serve(app(state)).await;
         self.tasks.lock().expect("tasks").push(t);
