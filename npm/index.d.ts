@@ -29,7 +29,13 @@ export type ErrorCode =
   | "usage"
   | "no_grant"
   | "invalid_argument"
-  | "source_failed";
+  | "source_failed"
+  | "not_admin"
+  | "log_chain"
+  | "log_rollback"
+  | "log_fork"
+  | "invalid_group_op"
+  | "key_changed";
 
 /**
  * Every error the package throws, rejects with or errors a stream with: a plain `Error` with
@@ -100,6 +106,12 @@ export interface EncryptOptions {
    * UTF-8). Default: `"attachment/"` followed by 32 random hex digits.
    */
   documentId?: string;
+  /**
+   * Also share the attachment with this group: the header is bound to the group's current
+   * epoch and head, and the access block gets a grant to the epoch key, signed by the
+   * `signer`. `recipients` may then be empty.
+   */
+  group?: Group;
 }
 
 /** What {@link encryptStream} returns. */
@@ -133,6 +145,14 @@ export interface DecryptOptions {
    * else is ignored (`no_grant` if nothing else fits).
    */
   trustedGranters?: Uint8Array[];
+  /**
+   * Open a grant to this (verified) group when the identity has no grant of its own: the
+   * header must be bound to the group at an epoch and head of its log, and the identity must
+   * be a device that received that epoch's key (directly, or under history `"all"` through
+   * a later one). The opened epoch key is cached in the `Group`, so later documents of the
+   * same epoch cost one grant opening.
+   */
+  group?: Group;
 }
 
 /** Options of {@link decryptBlob}. */
@@ -214,3 +234,177 @@ export function decryptRange(
  * kept; `Range` is set per request).
  */
 export function httpRangeSource(url: string | URL, init?: RequestInit): Promise<RangeSource>;
+
+// ---- Users and groups (issue 8; docs/FORMAT.md sections 24–29) -------------------------
+
+/**
+ * A user's Ed25519 identity key, as a handle (it never reaches JavaScript except sealed by
+ * {@link User.escrow}), and the user's current signed device list (user record, `KSU`).
+ * Publishing records to the key directory is up to the caller.
+ */
+export class User {
+  private constructor();
+  readonly userId: string;
+  /** The Ed25519 identity public key (32 bytes). */
+  readonly identityKey: Uint8Array;
+  /** Hex fingerprint of the identity key (64 characters). */
+  readonly fingerprint: string;
+  /** The current signed user record, or `undefined` before the first device is added. */
+  readonly record: Uint8Array | undefined;
+  /**
+   * Certifies `device` as one of this user's devices (the device counter-signs) and signs
+   * the next record listing it, which the `User` keeps. In a group, an admin publishes the
+   * new record with {@link Group.updateMembers}.
+   */
+  addDevice(device: Identity): DeviceAdded;
+  /** Signs (and keeps) the next record without device `deviceId`; returns it. */
+  removeDevice(deviceId: string): Uint8Array;
+  /**
+   * Escrows the identity key (Argon2id, m = 64 MiB, t = 3, p = 1; format `KSR`): under a fresh
+   * 128-bit recovery code by default (returned once, as `recoveryCode`), or under
+   * `options.passphrase`. Slow, like {@link exportKeys}.
+   */
+  escrow(options?: EscrowOptions): Promise<Escrow>;
+  /** Zeroizes and releases the identity key. */
+  free(): void;
+}
+
+/** What {@link User.addDevice} returns. */
+export interface DeviceAdded {
+  /** The device certificate (`KSC`). */
+  certificate: Uint8Array;
+  /** The new signed user record (`KSU`), one version up. */
+  record: Uint8Array;
+}
+
+/** Options of {@link User.escrow}. */
+export interface EscrowOptions {
+  /** Seal under this passphrase instead of a generated recovery code. */
+  passphrase?: string;
+}
+
+/** What {@link User.escrow} resolves to. */
+export interface Escrow {
+  /** The sealed identity key (`KSR`), safe to store on the server. */
+  escrow: Uint8Array;
+  /** The generated recovery code (absent with a passphrase). Show it to the user once. */
+  recoveryCode?: string;
+}
+
+/** A new user with a fresh identity key (no record until its first device). */
+export function createUser(userId: string): User;
+
+/**
+ * Opens an escrow with its recovery code (case, spaces and dashes do not matter) or
+ * passphrase. Pass the user's latest `record` from the directory so the recovered user can
+ * sign its successors (`key_changed` if it carries another identity key). A wrong secret
+ * rejects with `decrypt_failed`, a mistyped code with `malformed`.
+ */
+export function recover(escrow: Uint8Array, secret: string, record?: Uint8Array): Promise<User>;
+
+/**
+ * The 60-digit safety code (12 groups of 5 digits) two users compare out of band; the same
+ * whichever order they are passed in.
+ */
+export function safetyCode(
+  userIdA: string,
+  identityKeyA: Uint8Array,
+  userIdB: string,
+  identityKeyB: Uint8Array,
+): string;
+
+/** Whether members added later can read documents from before they joined. */
+export type GroupHistory = "all" | "none";
+
+/** Options of {@link createGroup}. */
+export interface GroupOptions {
+  /** Default `"all"`. Fixed for the group's life. */
+  history?: GroupHistory;
+}
+
+/** A member of a {@link Group}. */
+export interface GroupMember {
+  userId: string;
+  identityKey: Uint8Array;
+  admin: boolean;
+  /** The device ids of the member's record. */
+  devices: string[];
+}
+
+/** A signed log entry proposed by an admin: publish it, then {@link Group.apply} it. */
+export interface ProposedEntry {
+  entry: Uint8Array;
+}
+
+/** What {@link createGroup} returns. */
+export interface CreatedGroup {
+  /** The group as of its genesis entry (the admin's epoch key is cached). */
+  group: Group;
+  /** The genesis entry to publish. */
+  entry: Uint8Array;
+}
+
+/**
+ * Creates group `groupId` with `admin` as its first admin and the users of `members` (signed
+ * user records; the admin's own record is added if missing).
+ */
+export function createGroup(
+  admin: User,
+  groupId: string,
+  members: readonly Uint8Array[],
+  options?: GroupOptions,
+): CreatedGroup;
+
+/**
+ * A verified group: members, admins, epochs and head, as of the log entries applied so far.
+ * Only verification builds one. Opened epoch keys are cached inside it (in wasm memory) and
+ * zeroized by `free()`.
+ *
+ * The admin operations (`addMembers`, ...) sign the next entry and return it **without
+ * applying it**: publish it (the directory accepts one entry per parent), then pass it to
+ * {@link Group.apply} as you would an entry fetched from the directory. If another entry won
+ * the race, apply that one and propose again.
+ */
+export class Group {
+  private constructor();
+  /**
+   * Verifies a whole log from genesis: signatures, chain links (`log_chain`), admin rights
+   * (`not_admin`), operations and sealed keys (`invalid_group_op`), and, if given, that it
+   * reaches and contains a checkpoint from {@link Group.checkpoint} (`log_rollback`,
+   * `log_fork`).
+   */
+  static fromLog(entries: readonly Uint8Array[], checkpoint?: Uint8Array): Group;
+  /** Verifies and applies the next entry; on error the group is unchanged. */
+  apply(entry: Uint8Array): void;
+  /** Seq and head (44 bytes) to persist and pass to {@link Group.fromLog} next time. */
+  checkpoint(): Uint8Array;
+  readonly groupId: string;
+  readonly history: GroupHistory;
+  /** Sequence number of the last applied entry (genesis = 0). */
+  readonly seq: number;
+  /** Hash of the last applied entry (32 bytes). */
+  readonly head: Uint8Array;
+  /** The current epoch (1 after genesis; removals and rotations start a new one). */
+  readonly epoch: number;
+  readonly members: GroupMember[];
+  /**
+   * Opens and caches the current epoch key with `device`, a member's device. An admin needs
+   * it before proposing on a group loaded with {@link Group.fromLog} (to share the key with
+   * added devices and, under history `"all"`, to chain it to the next epoch).
+   */
+  unlock(device: Identity): void;
+  /** Signs an entry adding the users of `records` (signed user records). */
+  addMembers(admin: User, records: readonly Uint8Array[]): ProposedEntry;
+  /** Signs an entry replacing members' records by newer versions (device changes). */
+  updateMembers(admin: User, records: readonly Uint8Array[]): ProposedEntry;
+  /** Signs an entry removing members: a new epoch they do not receive. */
+  removeMembers(admin: User, userIds: readonly string[]): ProposedEntry;
+  /** Signs an entry making members admins. */
+  addAdmins(admin: User, userIds: readonly string[]): ProposedEntry;
+  /** Signs an entry taking the admin role from members (a new epoch). */
+  removeAdmins(admin: User, userIds: readonly string[]): ProposedEntry;
+  /** Signs an entry starting a new epoch without a membership change. */
+  rotateGroup(admin: User): ProposedEntry;
+  /** Zeroizes the cached epoch keys and releases the state. */
+  free(): void;
+}

@@ -47,26 +47,93 @@ export function importKeys(sealed, passphrase) {
   return rejecting(() => wasm().importKeys(sealed, passphrase));
 }
 
+function userArg(v, what) {
+  const m = wasm();
+  if (!(v instanceof m.User)) {
+    throw keysteadError('invalid_argument', `${what} must be a User`);
+  }
+  return m;
+}
+
+// options.group, if present, must be a Group handle of this module.
+function groupOption(options) {
+  const g = options?.group;
+  if (g !== undefined && g !== null && !(g instanceof wasm().Group)) {
+    throw keysteadError('invalid_argument', 'options.group must be a Group');
+  }
+}
+
+export class User {
+  constructor() {
+    throw new TypeError('use createUser(userId) or recover(escrow, secret)');
+  }
+
+  static [Symbol.hasInstance](v) {
+    const m = loaded();
+    return m !== null && v instanceof m.User;
+  }
+}
+
+export class Group {
+  constructor() {
+    throw new TypeError('use createGroup(...) or Group.fromLog(entries)');
+  }
+
+  static fromLog(entries, checkpoint) {
+    return wasm().Group.fromLog(entries, checkpoint);
+  }
+
+  static [Symbol.hasInstance](v) {
+    const m = loaded();
+    return m !== null && v instanceof m.Group;
+  }
+}
+
+export function createUser(userId) {
+  return wasm().createUser(userId);
+}
+
+export function recover(escrow, secret, record) {
+  return rejecting(() => wasm().recover(escrow, secret, record));
+}
+
+export function safetyCode(userIdA, identityKeyA, userIdB, identityKeyB) {
+  return wasm().safetyCode(userIdA, identityKeyA, userIdB, identityKeyB);
+}
+
+export function createGroup(admin, groupId, members, options) {
+  return userArg(admin, 'admin').createGroup(admin, groupId, members, options);
+}
+
 export function encryptStream(input, recipients, signer, options) {
+  groupOption(options);
   return identityArg(signer, 'signer').encryptStream(input, recipients, signer, options);
 }
 
 export function decryptStream(input, identity, options) {
+  groupOption(options);
   return identityArg(identity, 'identity').decryptStream(input, identity, options);
 }
 
 export function encryptBlob(blob, recipients, signer, options) {
-  return rejecting(() => identityArg(signer, 'signer').encryptBlob(blob, recipients, signer, options));
+  return rejecting(() => {
+    groupOption(options);
+    return identityArg(signer, 'signer').encryptBlob(blob, recipients, signer, options);
+  });
 }
 
 export function decryptBlob(blob, identity, options) {
-  return rejecting(() => identityArg(identity, 'identity').decryptBlob(blob, identity, options));
+  return rejecting(() => {
+    groupOption(options);
+    return identityArg(identity, 'identity').decryptBlob(blob, identity, options);
+  });
 }
 
 export function decryptRange(source, start, end, identity, options) {
-  return rejecting(() =>
-    identityArg(identity, 'identity').decryptRange(source, start, end, identity, options),
-  );
+  return rejecting(() => {
+    groupOption(options);
+    return identityArg(identity, 'identity').decryptRange(source, start, end, identity, options);
+  });
 }
 
 export function errorCodes() {

@@ -27,7 +27,11 @@ test('init() loads once', async () => {
 
 test('the exports are the documented API', () => {
   assert.deepEqual(Object.keys(keystead).sort(), [
+    'Group',
     'Identity',
+    'User',
+    'createGroup',
+    'createUser',
     'decryptBlob',
     'decryptRange',
     'decryptStream',
@@ -39,5 +43,7 @@ test('the exports are the documented API', () => {
     'importKeys',
     'init',
     'isKeysteadError',
+    'recover',
+    'safetyCode',
   ]);
 });

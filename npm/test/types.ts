@@ -71,3 +71,50 @@ export async function usage(file: File, input: ReadableStream<Uint8Array>): Prom
   const bad: ErrorCode = "oops";
   void bad;
 }
+
+// Users and groups.
+import {
+  createGroup,
+  createUser,
+  Group,
+  recover,
+  safetyCode,
+  User,
+  type CreatedGroup,
+  type Escrow,
+  type GroupMember,
+} from "keystead";
+
+export async function groups(device: Identity, file: Blob): Promise<void> {
+  await init();
+  const u: User = createUser("user/me");
+  const { certificate, record } = u.addDevice(device);
+  const c: Uint8Array = certificate;
+  const r: Uint8Array | undefined = u.record;
+  const next: Uint8Array = u.removeDevice("device/old");
+  const e: Escrow = await u.escrow();
+  const code: string | undefined = e.recoveryCode;
+  await u.escrow({ passphrase: "pw" });
+  const back: User = await recover(e.escrow, code ?? "", record);
+  const s: string = safetyCode("user/a", u.identityKey, "user/b", back.identityKey);
+  const created: CreatedGroup = createGroup(u, "group/g", [record], { history: "none" });
+  const g: Group = created.group;
+  g.apply(created.entry);
+  const again: Group = Group.fromLog([created.entry], g.checkpoint());
+  again.unlock(device);
+  const { entry } = g.addMembers(u, [record]);
+  g.removeMembers(u, ["user/x"]);
+  g.updateMembers(u, [next]);
+  g.addAdmins(u, ["user/x"]);
+  g.removeAdmins(u, ["user/x"]);
+  g.rotateGroup(u);
+  const seq: number = g.seq + g.epoch;
+  const members: GroupMember[] = g.members;
+  const { blob, accessBlock } = await encryptBlob(file, [], device, { group: g });
+  await decryptBlob(blob, device, { accessBlock, author: device.signingPublicKey, group: g });
+  void [c, r, s, entry, seq, members];
+  // @ts-expect-error: history is "all" or "none"
+  createGroup(u, "group/g", [], { history: "some" });
+  // @ts-expect-error: a Group comes from createGroup or Group.fromLog
+  new Group();
+}

@@ -10,22 +10,23 @@
 //! * [`RangeDecryptor`]: the same header checks, then single segments by index for byte-range
 //!   reads. Proves possession of the DEK only (the trailer needs the whole file).
 
+use std::cell::RefCell;
 use std::ops::Range;
 use std::rc::Rc;
 
 use keystead_core::attachment::{AttachmentHeader, HEADER_PREFIX_LEN};
 use keystead_core::grant::{AccessBlock, Grant};
+use keystead_core::groups::{self, GroupState};
 use keystead_core::stream::{
     AttachmentParams, SEGMENT_CT_SIZE, SEGMENT_SIZE, SegmentDecryptor, StreamDecryptor,
     StreamEncryptor,
 };
-use keystead_core::{
-    Dek, DocumentId, EncryptionKeyPair, EncryptionPublicKey, RecipientId, SigningPublicKey,
-};
+use keystead_core::{Dek, DocumentId, EncryptionPublicKey, RecipientId, SigningPublicKey};
 use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::groups::GroupInner;
 use keystead_core::device::DeviceKeys;
 
 /// The longest valid attachment header (docs/FORMAT.md section 10.1): a ranged reader
@@ -54,29 +55,41 @@ pub struct EncryptSession {
 
 impl EncryptSession {
     /// Draws a DEK, writes the content header signed by `author`, and grants the DEK to every
-    /// recipient (grants signed by `author`). The DEK itself is dropped (zeroized) here: from
-    /// now on only the segment cipher derived from it remains.
+    /// recipient (grants signed by `author`). With a `group`, the header is bound to the
+    /// group's current epoch and head, and the block also holds a grant to the epoch key.
+    /// The DEK itself is dropped (zeroized) here: from now on only the segment cipher derived
+    /// from it remains.
     pub fn new(
         rng: &mut impl CryptoRng,
         recipients: &[Recipient],
         author: &DeviceKeys,
         document: DocumentId,
+        group: Option<&GroupState>,
     ) -> Result<Self> {
-        if recipients.is_empty() {
+        if recipients.is_empty() && group.is_none() {
             return Err(Error::invalid_argument(
                 "an attachment needs at least one recipient",
             ));
         }
-        if recipients.len() > MAX_RECIPIENTS {
+        if recipients.len() + usize::from(group.is_some()) > MAX_RECIPIENTS {
             return Err(Error::new(ErrorCode::LimitExceeded, "too many recipients"));
         }
         let dek = Dek::generate(rng);
         let params = AttachmentParams {
             document: document.clone(),
-            group: None,
+            group: group.map(groups::binding),
         };
         let (encryptor, header) = StreamEncryptor::new(rng, &dek, author.signing(), params)?;
         let mut block = AccessBlock::new(&header);
+        if let Some(state) = group {
+            block.add(groups::grant_to_group(
+                rng,
+                &header,
+                &dek,
+                state,
+                author.signing(),
+            )?)?;
+        }
         for r in recipients {
             let grant = Grant::create(rng, &header, &dek, &r.id, &r.key, 0, author.signing())?;
             block.add(grant)?;
@@ -121,6 +134,7 @@ pub struct AccessPolicy {
     block: AccessBlock,
     author: SigningPublicKey,
     granters: Vec<SigningPublicKey>,
+    group: Option<Rc<RefCell<GroupInner>>>,
 }
 
 impl AccessPolicy {
@@ -140,7 +154,14 @@ impl AccessPolicy {
             block,
             author,
             granters,
+            group: None,
         })
+    }
+
+    /// Also opens grants to `group` (with the epoch keys it caches or this device opens).
+    pub fn with_group(mut self, group: Option<Rc<RefCell<GroupInner>>>) -> Self {
+        self.group = group;
+        self
     }
 
     /// The expected author.
@@ -150,12 +171,15 @@ impl AccessPolicy {
 
     /// Opens the DEK of the attachment with `header` from this identity's grant: the block
     /// must belong to that header, the grant must name this identity's key and come from a
-    /// trusted granter, and the DEK must match the header's key commitment.
-    pub fn open_dek(&self, header: &AttachmentHeader, keys: &EncryptionKeyPair) -> Result<Dek> {
+    /// trusted granter, and the DEK must match the header's key commitment. With a group,
+    /// a trusted grant to the group (for the header's bound epoch) is opened through it
+    /// when this device has no grant of its own.
+    pub fn open_dek(&self, header: &AttachmentHeader, device: &DeviceKeys) -> Result<Dek> {
         if self.block.header_hash() != header.hash() {
             // The access block of another file: as opaque as any other mismatch.
             return Err(keystead_core::Error::Decrypt.into());
         }
+        let keys = device.encryption();
         let fp = keys.public().fingerprint();
         let mut last = None;
         for g in self
@@ -168,6 +192,22 @@ impl AccessPolicy {
             match g.open(header, keys) {
                 Ok(dek) => return Ok(dek),
                 Err(e) => last = Some(e),
+            }
+        }
+        if let Some(group) = &self.group {
+            let mut group = group.borrow_mut();
+            let gid = group.state().group_id().as_str().to_owned();
+            for g in self
+                .block
+                .grants()
+                .iter()
+                .filter(|g| g.recipient_id().as_str() == gid)
+                .filter(|g| self.granters.contains(g.granter()))
+            {
+                match group.open_grant(g, header, device) {
+                    Ok(dek) => return Ok(dek),
+                    Err(e) => last = Some(e),
+                }
             }
         }
         Err(last.map_or_else(Error::no_grant, Error::from))
@@ -238,7 +278,7 @@ impl DecryptSession {
                 return Ok(());
             }
             let header = AttachmentHeader::parse(buf)?;
-            let dek = self.policy.open_dek(&header, self.keys.encryption())?;
+            let dek = self.policy.open_dek(&header, &self.keys)?;
             let dec = StreamDecryptor::new(&header, &dek, self.policy.author())?;
             self.state = DecryptState::Body(Box::new(dec));
         }
@@ -278,7 +318,7 @@ impl RangeDecryptor {
         prefix: &[u8],
         total_len: u64,
         policy: &AccessPolicy,
-        keys: &EncryptionKeyPair,
+        keys: &DeviceKeys,
     ) -> Result<Self> {
         if prefix.len() < HEADER_PREFIX_LEN {
             return Err(keystead_core::Error::Truncated.into());

@@ -42,11 +42,27 @@ pub enum ErrorCode {
     /// Reading the input failed: the source stream errored, or a range fetcher rejected or
     /// returned the wrong number of bytes.
     SourceFailed,
+    /// A group log entry was signed by a key that was not an admin's as of its parent.
+    NotAdmin,
+    /// A group log entry does not follow its predecessor (wrong seq or parent hash: a
+    /// dropped, reordered or foreign entry), or a genesis entry that is not one.
+    LogChain,
+    /// A group log is shorter than a checkpoint verified earlier (a withheld tail), or a
+    /// user record is older than one seen before.
+    LogRollback,
+    /// A group log diverges from a checkpoint verified earlier, or two valid entries claim
+    /// the same parent.
+    LogFork,
+    /// A group log entry's operations do not fit the group (removing a non-member or the
+    /// last admin, missing or extra sealed epoch keys, ...).
+    InvalidGroupOp,
+    /// A user's identity key differs from the one pinned or recorded earlier: show it.
+    KeyChanged,
 }
 
 impl ErrorCode {
     /// Every code, in the order `npm/index.d.ts` lists them.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::Malformed,
         ErrorCode::DecryptFailed,
         ErrorCode::BadSignature,
@@ -58,9 +74,15 @@ impl ErrorCode {
         ErrorCode::NoGrant,
         ErrorCode::InvalidArgument,
         ErrorCode::SourceFailed,
+        ErrorCode::NotAdmin,
+        ErrorCode::LogChain,
+        ErrorCode::LogRollback,
+        ErrorCode::LogFork,
+        ErrorCode::InvalidGroupOp,
+        ErrorCode::KeyChanged,
     ];
 
-    /// The code's string, as JavaScript sees it. The first eight equal the core's
+    /// The code's string, as JavaScript sees it. The first eight and the last six equal the core's
     /// [`keystead_core::Error::code`] strings.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -75,6 +97,12 @@ impl ErrorCode {
             ErrorCode::NoGrant => "no_grant",
             ErrorCode::InvalidArgument => "invalid_argument",
             ErrorCode::SourceFailed => "source_failed",
+            ErrorCode::NotAdmin => "not_admin",
+            ErrorCode::LogChain => "log_chain",
+            ErrorCode::LogRollback => "log_rollback",
+            ErrorCode::LogFork => "log_fork",
+            ErrorCode::InvalidGroupOp => "invalid_group_op",
+            ErrorCode::KeyChanged => "key_changed",
         }
     }
 }
@@ -155,6 +183,12 @@ pub fn code_of(e: &keystead_core::Error) -> ErrorCode {
         E::Truncated => ErrorCode::Truncated,
         E::Limit => ErrorCode::LimitExceeded,
         E::Usage => ErrorCode::Usage,
+        E::NotAdmin => ErrorCode::NotAdmin,
+        E::LogChain => ErrorCode::LogChain,
+        E::Rollback => ErrorCode::LogRollback,
+        E::Fork => ErrorCode::LogFork,
+        E::InvalidGroupOp => ErrorCode::InvalidGroupOp,
+        E::KeyChanged => ErrorCode::KeyChanged,
         // The core error is non-exhaustive; a variant added later is at least an API misuse
         // until this match learns it (a test pins the mapping of every known variant).
         _ => ErrorCode::Usage,

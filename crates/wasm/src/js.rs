@@ -106,7 +106,7 @@ pub(crate) fn recipients(v: &JsValue) -> Result<Vec<Recipient>> {
     Ok(out)
 }
 
-/// `{ accessBlock, author, trustedGranters? }`.
+/// `{ accessBlock, author, trustedGranters?, group? }`.
 pub(crate) fn access_policy(v: &JsValue) -> Result<AccessPolicy> {
     if !v.is_object() {
         return Err(Error::invalid_argument(
@@ -130,7 +130,7 @@ pub(crate) fn access_policy(v: &JsValue) -> Result<AccessPolicy> {
             "options.trustedGranters must be an array of Uint8Array",
         ));
     };
-    AccessPolicy::new(&block, &author, granters)
+    Ok(AccessPolicy::new(&block, &author, granters)?.with_group(crate::groups::group_option(v)?))
 }
 
 /// A plain object from key–value pairs.

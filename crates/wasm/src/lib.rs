@@ -58,6 +58,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod groups;
 pub mod identity;
 mod js;
 pub mod range;
@@ -67,6 +68,7 @@ pub mod streams;
 use wasm_bindgen::prelude::*;
 
 pub use error::{Error, ErrorCode};
+pub use groups::{Group, User};
 pub use identity::Identity;
 
 /// Every error code a `KeysteadError` can carry (the `ErrorCode` union of `index.d.ts`).

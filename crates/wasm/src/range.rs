@@ -124,7 +124,7 @@ pub fn decrypt_range(
     future_to_promise(async move {
         let size = source.size()?;
         let prefix = source.read(0..size.min(MAX_HEADER_LEN as u64)).await?;
-        let reader = RangeDecryptor::new(&prefix, size, &policy, keys.encryption())?;
+        let reader = RangeDecryptor::new(&prefix, size, &policy, &keys)?;
         drop(keys);
         let segs = reader.segments_for(start, end)?;
         let want = end.min(reader.plaintext_len()).saturating_sub(start);

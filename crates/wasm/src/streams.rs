@@ -223,7 +223,16 @@ fn encrypt_stream_inner(
     let input = input_stream(input)?;
     let recipients = js::recipients(recipients)?;
     let document = document_id(options)?;
-    let session = EncryptSession::new(&mut rng(), &recipients, &signer.keys(), document)?;
+    let group = crate::groups::group_option(options)?;
+    let group = group.as_ref().map(|g| g.borrow());
+    let session = EncryptSession::new(
+        &mut rng(),
+        &recipients,
+        &signer.keys(),
+        document,
+        group.as_ref().map(|g| g.state()),
+    )?;
+    drop(group);
     let access_block = js::to_js(session.access_block());
     let document = JsValue::from_str(session.document().as_str());
     let header = session.header().to_vec();

@@ -83,8 +83,8 @@ impl World {
         let policy =
             AccessPolicy::new(&self.a.access_block, &self.author_key(), None).map_err(code)?;
         let prefix = &file[..file.len().min(MAX_HEADER_LEN)];
-        let r = RangeDecryptor::new(prefix, file.len() as u64, &policy, self.reader.encryption())
-            .map_err(code)?;
+        let r =
+            RangeDecryptor::new(prefix, file.len() as u64, &policy, &self.reader).map_err(code)?;
         let segs = r.segments_for(start, end).map_err(code)?;
         let mut out = Vec::new();
         let mut i = segs.start;
@@ -372,7 +372,7 @@ fn wrong_key_commitment_rejected_before_plaintext() {
     // Ranged.
     let policy = AccessPolicy::new(&block, &author, None).unwrap();
     let prefix = &file[..MAX_HEADER_LEN.min(file.len())];
-    let err = RangeDecryptor::new(prefix, file.len() as u64, &policy, keys.encryption())
+    let err = RangeDecryptor::new(prefix, file.len() as u64, &policy, &keys)
         .err()
         .unwrap();
     assert_eq!(err.code().as_str(), "decrypt_failed");

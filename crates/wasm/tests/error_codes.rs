@@ -53,6 +53,12 @@ fn core_errors_keep_their_codes() {
         CoreError::Truncated,
         CoreError::Limit,
         CoreError::Usage,
+        CoreError::NotAdmin,
+        CoreError::LogChain,
+        CoreError::Rollback,
+        CoreError::Fork,
+        CoreError::InvalidGroupOp,
+        CoreError::KeyChanged,
     ] {
         assert_eq!(code_of(&e).as_str(), e.code(), "{e:?}");
         let wasm_err: keystead_wasm::Error = e.into();

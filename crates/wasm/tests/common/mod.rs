@@ -52,6 +52,7 @@ pub fn encrypt(
         &recipients,
         author,
         DocumentId::new(doc).unwrap(),
+        None,
     )
     .unwrap();
     let mut file = s.header().to_vec();
