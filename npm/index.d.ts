@@ -229,6 +229,39 @@ export function decryptRange(
 ): Promise<Uint8Array>;
 
 /**
+ * Grants more devices access to an existing attachment by adding grants to its access block
+ * (the file never changes). `granter` opens the DEK from `options.accessBlock` with its own
+ * grant (or through `options.group`); the header (`header`: the file's first bytes, at least
+ * its header, e.g. the first 707) must be signed by `options.author` and match the DEK's key
+ * commitment. Returns the new access block; the new grants are signed by `granter`, so
+ * recipients must list its `signingPublicKey` in `trustedGranters` unless it is the author.
+ */
+export function grantAccess(
+  header: Uint8Array,
+  granter: Identity,
+  recipients: readonly Recipient[],
+  options: DecryptOptions,
+): Uint8Array;
+
+/** Options of {@link revokeAccess}. */
+export interface RevokeOptions {
+  /** Also remove every grant to this group (all epochs). */
+  group?: Group;
+}
+
+/**
+ * Removes every grant to `recipients` (matched by public key) and, with `options.group`, to
+ * that group; returns the new access block. This withdraws access only as far as the server
+ * stops serving the old block: whoever opened the DEK before keeps it (re-encrypting the
+ * file under a new DEK is the cryptographic revoke).
+ */
+export function revokeAccess(
+  accessBlock: Uint8Array,
+  recipients: readonly Recipient[],
+  options?: RevokeOptions,
+): Uint8Array;
+
+/**
  * A {@link RangeSource} over HTTP Range requests to `url` (the server must answer `206` with
  * `Content-Range`). `init` is passed to every `fetch` (headers such as `Authorization` are
  * kept; `Range` is set per request).

@@ -136,6 +136,16 @@ export function decryptRange(source, start, end, identity, options) {
   });
 }
 
+export function grantAccess(header, granter, recipients, options) {
+  groupOption(options);
+  return identityArg(granter, 'granter').grantAccess(header, granter, recipients, options);
+}
+
+export function revokeAccess(accessBlock, recipients, options) {
+  groupOption(options);
+  return wasm().revokeAccess(accessBlock, recipients, options);
+}
+
 export function errorCodes() {
   return wasm().errorCodes();
 }

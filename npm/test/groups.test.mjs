@@ -9,10 +9,12 @@ import {
   decryptBlob,
   encryptBlob,
   errorCodes,
+  grantAccess,
   Group,
   Identity,
   init,
   recover,
+  revokeAccess,
   safetyCode,
   User,
 } from 'keystead';
@@ -226,4 +228,37 @@ test('argument checks', async () => {
   assert.equal(group.groupId, 'group/opts');
   assert.equal(group.head.length, 32);
   assert.equal(group.checkpoint().length, 44);
+});
+
+test('grantAccess and revokeAccess on an existing access block', async () => {
+  const ada = person('ada');
+  const bob = person('bob');
+  const dan = Identity.generate('device/dan');
+  const { group } = createGroup(ada.user, 'group/grants', [bob.user.record]);
+  const doc = await share(group, ada.device, 'shared', 'doc/g');
+  const header = new Uint8Array(await doc.blob.slice(0, 707).arrayBuffer());
+  const author = ada.device.signingPublicKey;
+  // Bob, a member, passes the document on to Dan, a device outside the group.
+  const more = grantAccess(header, bob.device, [dan], { accessBlock: doc.accessBlock, author, group });
+  const danOpts = { accessBlock: more, author, trustedGranters: [author, bob.device.signingPublicKey] };
+  assert.equal(await (await decryptBlob(doc.blob, dan, danOpts)).text(), 'shared');
+  // Without trusting Bob as a granter, Dan's grant is ignored.
+  await rejectsWith(decryptBlob(doc.blob, dan, { accessBlock: more, author }), 'no_grant');
+  // A wrong expected author is refused before anything is granted.
+  throwsWith(
+    () =>
+      grantAccess(header, bob.device, [dan], {
+        accessBlock: doc.accessBlock,
+        author: dan.signingPublicKey,
+        trustedGranters: [author],
+        group,
+      }),
+    'bad_signature',
+  );
+  // Revoking Dan removes his grant; revoking the group removes the group's.
+  const less = revokeAccess(more, [dan]);
+  await rejectsWith(decryptBlob(doc.blob, dan, { ...danOpts, accessBlock: less }), 'no_grant');
+  assert.equal(await open({ blob: doc.blob, accessBlock: less }, group, bob.device, ada.device), 'shared');
+  const none = revokeAccess(less, [], { group });
+  await rejectsWith(open({ blob: doc.blob, accessBlock: none }, group, bob.device, ada.device), 'no_grant');
 });

@@ -39,11 +39,13 @@ test('the exports are the documented API', () => {
     'encryptStream',
     'errorCodes',
     'exportKeys',
+    'grantAccess',
     'httpRangeSource',
     'importKeys',
     'init',
     'isKeysteadError',
     'recover',
+    'revokeAccess',
     'safetyCode',
   ]);
 });

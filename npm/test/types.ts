@@ -76,8 +76,10 @@ export async function usage(file: File, input: ReadableStream<Uint8Array>): Prom
 import {
   createGroup,
   createUser,
+  grantAccess,
   Group,
   recover,
+  revokeAccess,
   safetyCode,
   User,
   type CreatedGroup,
@@ -112,7 +114,14 @@ export async function groups(device: Identity, file: Blob): Promise<void> {
   const members: GroupMember[] = g.members;
   const { blob, accessBlock } = await encryptBlob(file, [], device, { group: g });
   await decryptBlob(blob, device, { accessBlock, author: device.signingPublicKey, group: g });
-  void [c, r, s, entry, seq, members];
+  const header = new Uint8Array(await blob.slice(0, 707).arrayBuffer());
+  const more: Uint8Array = grantAccess(header, device, [device.recipient], {
+    accessBlock,
+    author: device.signingPublicKey,
+    group: g,
+  });
+  const fewer: Uint8Array = revokeAccess(more, [device], { group: g });
+  void [c, r, s, entry, seq, members, fewer];
   // @ts-expect-error: history is "all" or "none"
   createGroup(u, "group/g", [], { history: "some" });
   // @ts-expect-error: a Group comes from createGroup or Group.fromLog

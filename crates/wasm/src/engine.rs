@@ -164,6 +164,11 @@ impl AccessPolicy {
         self
     }
 
+    /// The access block.
+    pub fn block(&self) -> &AccessBlock {
+        &self.block
+    }
+
     /// The expected author.
     pub fn author(&self) -> &SigningPublicKey {
         &self.author

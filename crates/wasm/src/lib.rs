@@ -21,6 +21,23 @@
 //! encryptBlob(blob, recipients, signer, options?): Promise<{ blob, accessBlock, documentId }>
 //! decryptBlob(blob, identity, { accessBlock, author, type? }): Promise<Blob>
 //! errorCodes(): ErrorCode[]
+//! grantAccess(header, granter, recipients, options): Uint8Array  // new access block
+//! revokeAccess(accessBlock, recipients, { group? }?): Uint8Array
+//!
+//! class User                                       // a user's identity key, as a handle
+//!   readonly userId, identityKey, fingerprint; readonly record?: Uint8Array
+//!   addDevice(device: Identity): { certificate, record }; removeDevice(id): Uint8Array
+//!   escrow({ passphrase? }?): Promise<{ escrow, recoveryCode? }>   // Argon2id (KSR)
+//! createUser(userId): User
+//! recover(escrow, secret, record?): Promise<User>
+//! safetyCode(userIdA, identityKeyA, userIdB, identityKeyB): string
+//! createGroup(admin, groupId, memberRecords, { history? }?): { group, entry }
+//! class Group                                      // a verified group log state
+//!   static fromLog(entries, checkpoint?): Group; apply(entry); checkpoint(): Uint8Array
+//!   readonly groupId, history, seq, head, epoch, members; unlock(device: Identity)
+//!   addMembers / updateMembers(admin, records), removeMembers / addAdmins /
+//!   removeAdmins(admin, userIds), rotateGroup(admin): { entry }   // not applied
+//! // encrypt*/decrypt* and grantAccess take `options.group` (see groups.rs)
 //! ```
 //!
 //! The npm package adds, in JavaScript: `init()` (lazy loading of this module),
@@ -56,6 +73,7 @@
 //! tested on the host; the `#[wasm_bindgen]` functions only work inside a JS engine.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod engine;
 pub mod error;
 pub mod groups;

@@ -1,0 +1,101 @@
+//! `grantAccess` and `revokeAccess`: changing who can open an existing attachment by
+//! rewriting its access block only (the file never changes).
+
+use js_sys::Array;
+use keystead_core::attachment::{AttachmentHeader, HEADER_PREFIX_LEN};
+use keystead_core::grant::{AccessBlock, Grant};
+use wasm_bindgen::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::identity::Identity;
+use crate::js;
+use crate::rng::rng;
+
+/// The attachment header at the front of `prefix` (the file's first bytes, at least the
+/// header).
+fn header_of(prefix: &[u8]) -> Result<AttachmentHeader> {
+    let p = prefix
+        .get(..HEADER_PREFIX_LEN)
+        .ok_or(keystead_core::Error::Truncated)?;
+    let len = AttachmentHeader::encoded_len(p)?;
+    let h = prefix.get(..len).ok_or(keystead_core::Error::Truncated)?;
+    Ok(AttachmentHeader::parse(h)?)
+}
+
+fn grant_access_inner(
+    header: &JsValue,
+    granter: &Identity,
+    recipients: &JsValue,
+    options: &JsValue,
+) -> Result<Vec<u8>> {
+    let header = header_of(&js::byte_vec(header, "header")?)?;
+    let policy = js::access_policy(options)?;
+    let recipients = js::recipients(recipients)?;
+    let keys = granter.keys();
+    let dek = policy.open_dek(&header, &keys)?;
+    // The DEK matches the header's key commitment; the header must also be the expected
+    // author's, or a forged file could be passed on under the granter's name.
+    header.verify(&dek, policy.author())?;
+    let mut block = policy.block().clone();
+    for r in &recipients {
+        let g = Grant::create(&mut rng(), &header, &dek, &r.id, &r.key, 0, keys.signing())?;
+        block.add(g)?;
+    }
+    Ok(block.to_bytes()?)
+}
+
+/// Grants more devices access to an existing attachment: opens the DEK with `granter`'s own
+/// grant (or through `options.group`), checks the header against `options.author`, and
+/// returns `options.accessBlock` with one grant per recipient added, signed by `granter`.
+/// Recipients must list the granter's `signingPublicKey` in `trustedGranters`.
+#[wasm_bindgen(js_name = grantAccess, unchecked_return_type = "Uint8Array")]
+pub fn grant_access(
+    #[wasm_bindgen(unchecked_param_type = "Uint8Array")] header: JsValue,
+    granter: &Identity,
+    #[wasm_bindgen(unchecked_param_type = "Recipient[]")] recipients: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "DecryptOptions")] options: JsValue,
+) -> std::result::Result<JsValue, JsValue> {
+    Ok(js::to_js(&grant_access_inner(
+        &header,
+        granter,
+        &recipients,
+        &options,
+    )?)
+    .into())
+}
+
+/// Removes from `accessBlock` every grant to the given recipients (`Recipient`s, matched by
+/// public key) and, with `options.group`, every grant to that group. Withdrawing the grant
+/// relies on the server no longer serving the old block; the holder of the DEK keeps it.
+#[wasm_bindgen(js_name = revokeAccess, unchecked_return_type = "Uint8Array")]
+pub fn revoke_access(
+    #[wasm_bindgen(unchecked_param_type = "Uint8Array")] access_block: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "Recipient[]")] recipients: JsValue,
+    #[wasm_bindgen(unchecked_param_type = "RevokeOptions | undefined")] options: JsValue,
+) -> std::result::Result<JsValue, JsValue> {
+    let run = || -> Result<Vec<u8>> {
+        let mut block = AccessBlock::parse(&js::byte_vec(&access_block, "accessBlock")?)?;
+        let list = if Array::is_array(&recipients) {
+            js::recipients(&recipients)?
+        } else {
+            return Err(Error::invalid_argument("recipients must be an array"));
+        };
+        for r in &list {
+            block.revoke(&r.key.fingerprint());
+        }
+        if let Some(g) = crate::groups::group_option(&options)? {
+            let gid = g.borrow().state().group_id().as_str().to_owned();
+            let fps: Vec<_> = block
+                .grants()
+                .iter()
+                .filter(|g| g.recipient_id().as_str() == gid)
+                .map(|g| *g.recipient_fingerprint())
+                .collect();
+            for fp in &fps {
+                block.revoke(fp);
+            }
+        }
+        Ok(block.to_bytes()?)
+    };
+    Ok(js::to_js(&run()?).into())
+}
