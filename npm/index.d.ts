@@ -150,7 +150,8 @@ export interface DecryptOptions {
    * header must be bound to the group at an epoch and head of its log, and the identity must
    * be a device that received that epoch's key (directly, or under history `"all"` through
    * a later one). The opened epoch key is cached in the `Group`, so later documents of the
-   * same epoch cost one grant opening.
+   * same epoch cost one grant opening; the cache serves only identities that opened that
+   * epoch's key themselves once.
    */
   group?: Group;
 }
@@ -260,6 +261,35 @@ export function revokeAccess(
   recipients: readonly Recipient[],
   options?: RevokeOptions,
 ): Uint8Array;
+
+/** Options of {@link reencrypt}: how to open the old file, and the group to share with. */
+export interface ReencryptOptions extends DecryptOptions {
+  /** Also grant the new file to this group's current epoch (its header is bound to it). */
+  to?: Group;
+}
+
+/** What {@link reencrypt} returns. */
+export interface Reencrypted {
+  /** The new file: a new header, DEK and document signature, the same document id. */
+  file: Uint8Array;
+  /** Its access block. */
+  accessBlock: Uint8Array;
+}
+
+/**
+ * The cryptographic revoke: decrypts `file` with `identity` (fully checked, trailer
+ * included, as {@link decryptBlob} does) and encrypts it again under a fresh DEK, signed by
+ * `signer`, for `recipients` and, with `options.to`, the current epoch of that group. Anyone
+ * left out cannot open the new file even with the old DEK. Works in memory, so for
+ * attachments that fit there.
+ */
+export function reencrypt(
+  file: Uint8Array,
+  identity: Identity,
+  recipients: readonly Recipient[],
+  signer: Identity,
+  options: ReencryptOptions,
+): Reencrypted;
 
 /**
  * A {@link RangeSource} over HTTP Range requests to `url` (the server must answer `206` with

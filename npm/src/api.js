@@ -146,6 +146,15 @@ export function revokeAccess(accessBlock, recipients, options) {
   return wasm().revokeAccess(accessBlock, recipients, options);
 }
 
+export function reencrypt(file, identity, recipients, signer, options) {
+  groupOption(options);
+  if (options?.to !== undefined && !(options.to instanceof wasm().Group)) {
+    throw keysteadError('invalid_argument', 'options.to must be a Group');
+  }
+  identityArg(signer, 'signer');
+  return identityArg(identity, 'identity').reencrypt(file, identity, recipients, signer, options);
+}
+
 export function errorCodes() {
   return wasm().errorCodes();
 }

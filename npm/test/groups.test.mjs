@@ -14,6 +14,7 @@ import {
   Identity,
   init,
   recover,
+  reencrypt,
   revokeAccess,
   safetyCode,
   User,
@@ -261,4 +262,45 @@ test('grantAccess and revokeAccess on an existing access block', async () => {
   assert.equal(await open({ blob: doc.blob, accessBlock: less }, group, bob.device, ada.device), 'shared');
   const none = revokeAccess(less, [], { group });
   await rejectsWith(open({ blob: doc.blob, accessBlock: none }, group, bob.device, ada.device), 'no_grant');
+});
+
+test("a Group's cached epoch key does not serve another device", async () => {
+  const ada = person('ada');
+  const bob = person('bob');
+  const eve = Identity.generate('device/eve');
+  const { group } = createGroup(ada.user, 'group/cache', [bob.user.record]);
+  const doc = await share(group, ada.device, 'members only', 'doc/c');
+  // The same Group object opens it for Bob (and caches the epoch key)...
+  assert.equal(await open(doc, group, bob.device, ada.device), 'members only');
+  // ...but not for a device the log gives no key, nor one reusing Bob's device id.
+  await rejectsWith(open(doc, group, eve, ada.device), 'decrypt_failed');
+  await rejectsWith(open(doc, group, Identity.generate('device/bob-1'), ada.device), 'decrypt_failed');
+  assert.equal(await open(doc, group, ada.device, ada.device), 'members only');
+});
+
+test('reencrypt: a removed member cannot open the re-encrypted file', async () => {
+  const ada = person('ada');
+  const bob = person('bob');
+  const cy = person('cy');
+  const { group, entry } = createGroup(ada.user, 'group/re', [bob.user.record, cy.user.record]);
+  const log = [entry];
+  const doc = await share(group, ada.device, 'secret', 'doc/re');
+  const bobView = Group.fromLog(log);
+  assert.equal(await open(doc, bobView, bob.device, ada.device), 'secret');
+  const { entry: removal } = group.removeMembers(ada.user, ['user/bob']);
+  group.apply(removal);
+  log.push(removal);
+  bobView.apply(removal);
+  const file = new Uint8Array(await doc.blob.arrayBuffer());
+  const author = ada.device.signingPublicKey;
+  const re = reencrypt(file, ada.device, [], ada.device, { accessBlock: doc.accessBlock, author, group, to: group });
+  const reDoc = { blob: new Blob([re.file]), accessBlock: re.accessBlock };
+  assert.equal(await open(reDoc, Group.fromLog(log), cy.device, ada.device), 'secret');
+  await rejectsWith(open(reDoc, bobView, bob.device, ada.device), 'decrypt_failed');
+  // The old access block does not fit the new file.
+  await rejectsWith(open({ blob: reDoc.blob, accessBlock: doc.accessBlock }, bobView, bob.device, ada.device), 'decrypt_failed');
+  // A tampered old file is refused (full check, trailer included).
+  const bad = file.slice();
+  bad[bad.length - 1] ^= 1;
+  throwsWith(() => reencrypt(bad, ada.device, [], ada.device, { accessBlock: doc.accessBlock, author, group, to: group }), 'bad_signature');
 });

@@ -45,6 +45,7 @@ test('the exports are the documented API', () => {
     'init',
     'isKeysteadError',
     'recover',
+    'reencrypt',
     'revokeAccess',
     'safetyCode',
   ]);

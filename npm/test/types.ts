@@ -16,6 +16,18 @@ import {
   type ErrorCode,
   type KeysteadError,
   type Recipient,
+  createGroup,
+  createUser,
+  grantAccess,
+  Group,
+  recover,
+  reencrypt,
+  revokeAccess,
+  safetyCode,
+  User,
+  type CreatedGroup,
+  type Escrow,
+  type GroupMember,
 } from "keystead";
 
 export async function usage(file: File, input: ReadableStream<Uint8Array>): Promise<void> {
@@ -72,20 +84,6 @@ export async function usage(file: File, input: ReadableStream<Uint8Array>): Prom
   void bad;
 }
 
-// Users and groups.
-import {
-  createGroup,
-  createUser,
-  grantAccess,
-  Group,
-  recover,
-  revokeAccess,
-  safetyCode,
-  User,
-  type CreatedGroup,
-  type Escrow,
-  type GroupMember,
-} from "keystead";
 
 export async function groups(device: Identity, file: Blob): Promise<void> {
   await init();
@@ -121,7 +119,14 @@ export async function groups(device: Identity, file: Blob): Promise<void> {
     group: g,
   });
   const fewer: Uint8Array = revokeAccess(more, [device], { group: g });
-  void [c, r, s, entry, seq, members, fewer];
+  const bytes = new Uint8Array(await blob.arrayBuffer());
+  const re: { file: Uint8Array; accessBlock: Uint8Array } = reencrypt(bytes, device, [], device, {
+    accessBlock,
+    author: device.signingPublicKey,
+    group: g,
+    to: g,
+  });
+  void [c, r, s, entry, seq, members, fewer, re];
   // @ts-expect-error: history is "all" or "none"
   createGroup(u, "group/g", [], { history: "some" });
   // @ts-expect-error: a Group comes from createGroup or Group.fromLog

@@ -4,8 +4,10 @@
 use js_sys::Array;
 use keystead_core::attachment::{AttachmentHeader, HEADER_PREFIX_LEN};
 use keystead_core::grant::{AccessBlock, Grant};
+use keystead_core::stream::AttachmentParams;
 use wasm_bindgen::prelude::*;
 
+use crate::engine::grant_all;
 use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::js;
@@ -98,4 +100,68 @@ pub fn revoke_access(
         Ok(block.to_bytes()?)
     };
     Ok(js::to_js(&run()?).into())
+}
+
+fn reencrypt_inner(
+    file: &JsValue,
+    identity: &Identity,
+    recipients: &JsValue,
+    signer: &Identity,
+    options: &JsValue,
+) -> Result<JsValue> {
+    let file = zeroize::Zeroizing::new(js::byte_vec(file, "file")?);
+    let header = header_of(&file)?;
+    let policy = js::access_policy(options)?;
+    let recipients = js::recipients(recipients)?;
+    let old_dek = policy.open_dek(&header, &identity.keys())?;
+    let group = crate::groups::group_arg(&js::get(options, "to"))?;
+    let group = group.as_ref().map(|g| g.borrow());
+    let state = group.as_ref().map(|g| g.state());
+    if recipients.is_empty() && state.is_none() {
+        return Err(Error::invalid_argument(
+            "an attachment needs at least one recipient",
+        ));
+    }
+    let params = AttachmentParams {
+        document: header.document_id().clone(),
+        group: state.map(keystead_core::groups::binding),
+    };
+    let keys = signer.keys();
+    let mut rng = rng();
+    let (dek, out) = keystead_core::groups::reencrypt(
+        &mut rng,
+        &file,
+        &old_dek,
+        policy.author(),
+        keys.signing(),
+        params,
+    )?;
+    let new_header = header_of(&out)?;
+    let block = grant_all(&mut rng, &new_header, &dek, &recipients, &keys, state)?;
+    Ok(js::object(&[
+        ("file", &js::to_js(&out).into()),
+        ("accessBlock", &js::to_js(&block.to_bytes()?).into()),
+    ]))
+}
+
+/// Re-encrypts a whole attachment under a fresh DEK (the cryptographic revoke): `identity`
+/// opens it with `options` (as for `decryptBlob`: full check, trailer included), `signer`
+/// becomes the author of the new file, granted to `recipients` and, with `options.to`, to
+/// that group's current epoch. Returns `{ file, accessBlock }`. In memory: for attachments
+/// that fit it.
+#[wasm_bindgen(unchecked_return_type = "Reencrypted")]
+pub fn reencrypt(
+    #[wasm_bindgen(unchecked_param_type = "Uint8Array")] file: JsValue,
+    identity: &Identity,
+    #[wasm_bindgen(unchecked_param_type = "Recipient[]")] recipients: JsValue,
+    signer: &Identity,
+    #[wasm_bindgen(unchecked_param_type = "ReencryptOptions")] options: JsValue,
+) -> std::result::Result<JsValue, JsValue> {
+    Ok(reencrypt_inner(
+        &file,
+        identity,
+        &recipients,
+        signer,
+        &options,
+    )?)
 }

@@ -80,20 +80,7 @@ impl EncryptSession {
             group: group.map(groups::binding),
         };
         let (encryptor, header) = StreamEncryptor::new(rng, &dek, author.signing(), params)?;
-        let mut block = AccessBlock::new(&header);
-        if let Some(state) = group {
-            block.add(groups::grant_to_group(
-                rng,
-                &header,
-                &dek,
-                state,
-                author.signing(),
-            )?)?;
-        }
-        for r in recipients {
-            let grant = Grant::create(rng, &header, &dek, &r.id, &r.key, 0, author.signing())?;
-            block.add(grant)?;
-        }
+        let block = grant_all(rng, &header, &dek, recipients, author, group)?;
         Ok(Self {
             encryptor,
             header: header.to_bytes(),
@@ -126,6 +113,33 @@ impl EncryptSession {
     pub fn finish(self, out: &mut Vec<u8>) -> Result<()> {
         Ok(self.encryptor.finish(out)?)
     }
+}
+
+/// A new access block for `header` whose DEK is `dek`: a grant to `group`'s epoch key (the
+/// header must be bound to it) and one per recipient, all signed by `author`.
+pub fn grant_all(
+    rng: &mut impl CryptoRng,
+    header: &AttachmentHeader,
+    dek: &Dek,
+    recipients: &[Recipient],
+    author: &DeviceKeys,
+    group: Option<&GroupState>,
+) -> Result<AccessBlock> {
+    let mut block = AccessBlock::new(header);
+    if let Some(state) = group {
+        block.add(groups::grant_to_group(
+            rng,
+            header,
+            dek,
+            state,
+            author.signing(),
+        )?)?;
+    }
+    for r in recipients {
+        let grant = Grant::create(rng, header, dek, &r.id, &r.key, 0, author.signing())?;
+        block.add(grant)?;
+    }
+    Ok(block)
 }
 
 /// Who a decryptor trusts, and the access block to open: the expected author of the content

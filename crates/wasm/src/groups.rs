@@ -13,12 +13,14 @@
 //!   joins the cache only when its entry is applied.
 //! * Opened epoch keys are cached per `Group` object (in wasm memory, dropped on `free()`),
 //!   so reading a second document of the same epoch opens the grant only (the warm path).
+//!   The cache serves a device only for the epochs it opened itself once: passing another
+//!   `Identity` with the same `Group` does not borrow the first one's access.
 //! * Encryption and decryption reach a `Group` through `options.group`: the group's slot in a
 //!   registry of weak references ([`lookup`]), so the existing stream functions keep their
 //!   signatures.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::{Rc, Weak};
 
 use js_sys::{Array, Promise};
@@ -227,6 +229,9 @@ pub struct GroupInner {
     state: GroupState,
     /// Opened epoch keys, by epoch.
     keys: BTreeMap<u64, EpochKey>,
+    /// (epoch, X25519 key fingerprint) of every device that opened that epoch's key itself:
+    /// a cached key serves only a device that proved it can open it.
+    opened: BTreeSet<(u64, [u8; 32])>,
     /// New epoch keys of proposals not applied yet, by entry hash.
     pending: Vec<([u8; 32], EpochKey)>,
 }
@@ -237,6 +242,7 @@ impl GroupInner {
         Self {
             state,
             keys: BTreeMap::new(),
+            opened: BTreeSet::new(),
             pending: Vec::new(),
         }
     }
@@ -247,7 +253,7 @@ impl GroupInner {
     }
 
     /// Opens `grant` (addressed to this group) for `header` with `device`'s keys, through the
-    /// cached epoch key when there is one, and caches a key it had to open.
+    /// cached epoch key when this device opened it before, and caches a key it had to open.
     pub fn open_grant(
         &mut self,
         grant: &Grant,
@@ -255,9 +261,13 @@ impl GroupInner {
         device: &DeviceKeys,
     ) -> keystead_core::Result<Dek> {
         let epoch = header.group().ok_or(keystead_core::Error::Decrypt)?.epoch;
-        if !self.keys.contains_key(&epoch) {
+        let proof = (epoch, device.encryption().public().fingerprint());
+        if !self.opened.contains(&proof) {
+            // Even with the key cached (from another device or a proposal), this device must
+            // show that the log gives it the key.
             let key = self.state.open_epoch_key(epoch, device)?;
-            self.keys.insert(epoch, key);
+            self.keys.entry(epoch).or_insert(key);
+            self.opened.insert(proof);
         }
         let key = self.keys.get(&epoch).ok_or(keystead_core::Error::Decrypt)?;
         groups::open_group_grant(grant, header, &self.state, key)
@@ -316,11 +326,15 @@ pub(crate) fn lookup(slot: u32) -> Option<Rc<RefCell<GroupInner>>> {
 
 /// `options.group` of the stream functions, if any.
 pub(crate) fn group_option(options: &JsValue) -> Result<Option<Rc<RefCell<GroupInner>>>> {
-    let g = js::get(options, "group");
+    group_arg(&js::get(options, "group"))
+}
+
+/// A `Group` given as a JS value (`undefined` and `null`: none).
+pub(crate) fn group_arg(g: &JsValue) -> Result<Option<Rc<RefCell<GroupInner>>>> {
     if g.is_undefined() || g.is_null() {
         return Ok(None);
     }
-    let slot = js::get(&g, "__keysteadSlot")
+    let slot = js::get(g, "__keysteadSlot")
         .as_f64()
         .ok_or(Error::invalid_argument("options.group must be a Group"))?;
     // Slots are small integers handed out by `register`.

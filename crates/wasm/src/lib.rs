@@ -23,6 +23,8 @@
 //! errorCodes(): ErrorCode[]
 //! grantAccess(header, granter, recipients, options): Uint8Array  // new access block
 //! revokeAccess(accessBlock, recipients, { group? }?): Uint8Array
+//! reencrypt(file, identity, recipients, signer, options & { to?: Group })
+//!                                                  : { file, accessBlock }   // in memory
 //!
 //! class User                                       // a user's identity key, as a handle
 //!   readonly userId, identityKey, fingerprint; readonly record?: Uint8Array
