@@ -17,14 +17,18 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keystead_core::SigningKeyPair;
+use keystead_core::device::DeviceKeys;
+use keystead_core::groups::{
+    EpochKey, GroupState, History, Op, Proposal, UserIdentity, UserRecord,
+};
 use keystead_core::request_auth::{self, SignedRequest};
+use keystead_core::{GroupId, RecipientId, SigningKeyPair, UserId};
 use keystead_server::audit::{AuditSink, MemorySink};
 use keystead_server::auth::{OPS, new_key};
 use keystead_server::clock::{Clock, ManualClock};
 use keystead_server::directory::blob::{BlobStore, FileBlobStore, S3BlobStore, S3Settings};
 use keystead_server::directory::device_auth::format_header;
-use keystead_server::directory::log_prefix::{build_for_tests as entry, entry_hash};
+use keystead_server::directory::log_prefix::entry_hash;
 use keystead_server::directory::{Directory, DirectoryOptions};
 use keystead_server::http::{AppState, RateLimiter, app};
 use keystead_server::kms::builtin::{BuiltinKms, RootKey};
@@ -32,7 +36,7 @@ use keystead_server::metrics::Metrics;
 use keystead_server::service::{Service, ServiceOptions, create_builtin_tenant};
 use keystead_server::store::sqlite::SqliteStore;
 use keystead_server::store::{Store, TenantMode};
-use keystead_server::util::random_bytes;
+use keystead_server::util::{os_rng, random_bytes};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -48,6 +52,7 @@ struct Env {
     audit: Arc<MemorySink>,
     key: String,
     store: Arc<dyn Store>,
+    directory: Arc<Directory>,
     dir: std::path::PathBuf,
 }
 
@@ -141,7 +146,7 @@ async fn start(blobs: Blobs) -> Env {
     let state = AppState {
         service,
         limiter: Arc::new(RateLimiter::new(0.0, 0.0)),
-        directory: Some(directory),
+        directory: Some(directory.clone()),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -154,6 +159,7 @@ async fn start(blobs: Blobs) -> Env {
         audit,
         key: k.secret.to_string(),
         store,
+        directory,
         dir,
     }
 }
@@ -171,6 +177,12 @@ impl Resp {
     }
     fn code(&self) -> String {
         self.json()["code"].as_str().unwrap_or_default().to_owned()
+    }
+    fn message(&self) -> String {
+        self.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
     fn header(&self, name: &str) -> Option<String> {
         self.headers
@@ -674,23 +686,137 @@ async fn escrow_needs_a_fresh_reauthentication_token_and_is_rate_limited() {
     assert_eq!(refused, 7, "{actions:?}");
 }
 
+/// A user's identity and signed record with one device, for real group log entries
+/// (keystead-core). Independent of the keys enrolled in the directory: the server does not
+/// tie group log signers to directory users.
+struct Member {
+    identity: UserIdentity,
+    record: UserRecord,
+}
+
+fn member(name: &str) -> Member {
+    let mut rng = os_rng();
+    let identity = UserIdentity::generate(&mut rng, UserId::new(name).unwrap());
+    let device = DeviceKeys::generate(&mut rng, RecipientId::new(format!("{name}/d0")).unwrap());
+    let record = identity
+        .sign_record(1, vec![identity.certify(&device).unwrap()])
+        .unwrap();
+    Member { identity, record }
+}
+
+fn uid(m: &Member) -> UserId {
+    m.record.user_id().clone()
+}
+
+/// A client's view of a group: its verified state and current epoch key.
+struct Log {
+    state: GroupState,
+    key: Option<EpochKey>,
+}
+
+impl Log {
+    /// A group created by `creator` with `others` (history: all), and its genesis entry.
+    fn create(group: &str, creator: &Member, others: &[&Member]) -> (Self, Vec<u8>) {
+        let mut records = vec![creator.record.clone()];
+        records.extend(others.iter().map(|m| m.record.clone()));
+        let p = GroupState::create(
+            &mut os_rng(),
+            GroupId::new(group).unwrap(),
+            History::All,
+            &creator.identity,
+            records,
+        )
+        .unwrap();
+        let state = GroupState::genesis(&p.entry).unwrap();
+        let bytes = p.entry.to_bytes().to_vec();
+        (
+            Self {
+                state,
+                key: p.new_epoch_key,
+            },
+            bytes,
+        )
+    }
+
+    /// A copy of the state without the epoch key (for branches whose entries need none).
+    fn branch(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            key: None,
+        }
+    }
+
+    /// Signs the next entry as `signer` without applying it.
+    fn propose(&self, signer: &Member, ops: Vec<Op>) -> Proposal {
+        self.state
+            .propose(&mut os_rng(), &signer.identity, ops, self.key.as_ref())
+            .unwrap()
+    }
+
+    /// Applies an entry the server accepted; returns its bytes.
+    fn apply(&mut self, p: Proposal) -> Vec<u8> {
+        self.state.apply(&p.entry).unwrap();
+        if let Some(k) = p.new_epoch_key {
+            self.key = Some(k);
+        }
+        p.entry.to_bytes().to_vec()
+    }
+
+    /// Signs and applies the next entry; returns its bytes.
+    fn next(&mut self, signer: &Member, ops: Vec<Op>) -> Vec<u8> {
+        let p = self.propose(signer, ops);
+        self.apply(p)
+    }
+}
+
+/// Bytes of a proposal that is not applied.
+fn bytes(p: &Proposal) -> Vec<u8> {
+    p.entry.to_bytes().to_vec()
+}
+
+/// `entry` (which must carry no key section: the sealed keys name the group) moved to
+/// another group id of the same length, and signed again by `signer`: a valid entry of
+/// another group with the same seq and parent.
+fn regroup(entry: &[u8], group: &str, signer: &Member) -> Vec<u8> {
+    use ed25519_dalek::Signer as _;
+    let len = usize::from(u16::from_be_bytes([entry[4], entry[5]]));
+    assert_eq!(len, group.len());
+    let mut unsigned = entry[..entry.len() - 64].to_vec();
+    unsigned[6..6 + len].copy_from_slice(group.as_bytes());
+    let key = ed25519_dalek::SigningKey::from_bytes(&signer.identity.expose_seed());
+    let mut msg = b"keystead/v1/group-log".to_vec();
+    msg.extend_from_slice(&unsigned);
+    let sig = key.sign(&msg).to_bytes();
+    unsigned.extend_from_slice(&sig);
+    unsigned
+}
+
 #[tokio::test]
 async fn group_log_is_compare_and_swap() {
     let env = start(Blobs::File).await;
     let ada = env.user("ada", "ada-laptop").await;
     let bob = env.user("bob", "bob-laptop").await;
     let eve = env.user("eve", "eve-laptop").await;
+    let (m_ada, m_bob, m_carol, m_dave) = (
+        member("ada"),
+        member("bob"),
+        member("carol"),
+        member("dave"),
+    );
     let groups = format!("/v1/e2e/tenants/{T}/groups");
-    let genesis = entry("g1", 0, [0; 32], b"genesis");
+    let (mut log, genesis) = Log::create("g1", &m_ada, &[&m_bob]);
     let h0 = entry_hash(&genesis);
+    // Two children of the genesis: adding carol, adding dave.
+    let p1 = log.propose(&m_ada, vec![Op::AddMember(m_carol.record.clone())]);
+    let p_sibling = log.propose(&m_ada, vec![Op::AddMember(m_dave.record.clone())]);
+    let (c1, sibling) = (bytes(&p1), bytes(&p_sibling));
     // A genesis must have seq 0 and a zero parent, and name the group.
-    let bad = entry("g1", 1, [0; 32], b"x");
     let r = env
         .signed(
             &ada,
             Method::POST,
             &groups,
-            Some(json!({"group_id": "g1", "entry": b64(&bad)})),
+            Some(json!({"group_id": "g1", "entry": b64(&c1)})),
         )
         .await;
     assert_eq!(r.status, 400);
@@ -725,8 +851,6 @@ async fn group_log_is_compare_and_swap() {
     assert_eq!(r.status, 409);
 
     let entries = format!("{groups}/g1/entries");
-    let c1 = entry("g1", 1, h0, b"add carol");
-    let sibling = entry("g1", 1, h0, b"add dave");
     let r = env
         .signed(
             &bob,
@@ -735,7 +859,7 @@ async fn group_log_is_compare_and_swap() {
             Some(json!({"entry": b64(&c1)})),
         )
         .await;
-    assert_eq!(r.status, 201);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     // The second child of the same parent loses.
     let r = env
         .signed(
@@ -746,9 +870,16 @@ async fn group_log_is_compare_and_swap() {
         )
         .await;
     assert_eq!((r.status, r.code().as_str()), (409, "conflict"));
-    // A skipped sequence number; a wrong parent at the right number.
+    let mut on_sibling = log.branch();
+    on_sibling.apply(p_sibling);
+    log.apply(p1);
+    // A skipped sequence number (entry 3 of a log whose head is 1); a wrong parent at the
+    // right number (entry 2 on top of the losing sibling).
     let h1 = entry_hash(&c1);
-    let skipped = entry("g1", 3, h1, b"x");
+    assert_eq!(log.state.head(), &h1);
+    let mut ahead = log.branch();
+    ahead.next(&m_ada, vec![Op::AddAdmin(uid(&m_bob))]);
+    let skipped = ahead.next(&m_ada, vec![Op::AddAdmin(uid(&m_carol))]);
     let r = env
         .signed(
             &ada,
@@ -758,7 +889,7 @@ async fn group_log_is_compare_and_swap() {
         )
         .await;
     assert_eq!(r.status, 400);
-    let wrong_parent = entry("g1", 2, [7; 32], b"x");
+    let wrong_parent = on_sibling.next(&m_ada, vec![Op::AddAdmin(uid(&m_bob))]);
     let r = env
         .signed(
             &ada,
@@ -768,8 +899,10 @@ async fn group_log_is_compare_and_swap() {
         )
         .await;
     assert_eq!(r.status, 409);
-    // An entry of another group.
-    let other = entry("g9", 2, h1, b"x");
+    // An entry of another group, validly signed, with the right seq and parent.
+    let admin_bob = bytes(&log.propose(&m_ada, vec![Op::AddAdmin(uid(&m_bob))]));
+    let other = regroup(&admin_bob, "g9", &m_ada);
+    assert_eq!(&other[..4], b"KSL\x01");
     let r = env
         .signed(
             &ada,
@@ -779,8 +912,17 @@ async fn group_log_is_compare_and_swap() {
         )
         .await;
     assert_eq!(r.status, 400);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("another group"),
+        "{}",
+        r.json()
+    );
     // Non-members neither append nor read.
-    let c2 = entry("g1", 2, h1, b"rotate");
+    let p2 = log.propose(&m_ada, vec![Op::Rotate]);
+    let c2 = bytes(&p2);
     let r = env
         .signed(
             &eve,
@@ -867,6 +1009,175 @@ async fn group_log_is_compare_and_swap() {
             .iter()
             .any(|(a, o)| a == "directory_group_entry_refused" && o == "failure")
     );
+}
+
+impl Env {
+    /// Appends `entry` to group `g` as device `dev`.
+    async fn append(&self, dev: &Dev, g: &str, entry: &[u8]) -> Resp {
+        self.signed(
+            dev,
+            Method::POST,
+            &format!("/v1/e2e/tenants/{T}/groups/{g}/entries"),
+            Some(json!({"entry": b64(entry)})),
+        )
+        .await
+    }
+}
+
+/// `400 bad_request` whose message names `code` (the keystead-core error code).
+fn assert_refused(r: &Resp, code: &str) {
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "bad_request"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(r.message().contains(code), "{code} not in {}", r.message());
+}
+
+#[tokio::test]
+async fn group_entries_are_verified_with_keystead_core() {
+    let env = start(Blobs::File).await;
+    let ada = env.user("ada", "ada-laptop").await;
+    let bob = env.user("bob", "bob-laptop").await;
+    let (m_ada, m_bob, m_carol) = (member("ada"), member("bob"), member("carol"));
+    let groups = format!("/v1/e2e/tenants/{T}/groups");
+    let (mut log, genesis) = Log::create("team", &m_ada, &[&m_bob, &m_carol]);
+
+    // A genesis with a broken signature.
+    let mut broken = genesis.clone();
+    *broken.last_mut().unwrap() ^= 1;
+    let r = env
+        .signed(
+            &ada,
+            Method::POST,
+            &groups,
+            Some(json!({"group_id": "team", "entry": b64(&broken)})),
+        )
+        .await;
+    assert_refused(&r, "bad_signature");
+    let r = env
+        .signed(
+            &ada,
+            Method::POST,
+            &groups,
+            Some(json!({"group_id": "team", "entry": b64(&genesis), "members": ["bob"]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+
+    // A broken signature on an append: refused, and the bytes are not echoed.
+    let mut broken = bytes(&log.propose(&m_ada, vec![Op::Rotate]));
+    let n = broken.len();
+    broken[n - 10] ^= 0x40;
+    let r = env.append(&ada, "team", &broken).await;
+    assert_refused(&r, "bad_signature");
+    assert!(r.body.len() < 200, "{}", String::from_utf8_lossy(&r.body));
+    // A tampered operation under a valid framing: the signature no longer matches.
+    let mut tampered = bytes(&log.propose(&m_ada, vec![Op::AddAdmin(uid(&m_bob))]));
+    let at = tampered.len() - 64 - 1 - 3;
+    tampered[at] ^= 1; // inside bob's user id
+    let r = env.append(&ada, "team", &tampered).await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    // Signed by a member who is not an admin (sent by an admin's device: the signer is
+    // what counts).
+    let by_bob = bytes(&log.propose(&m_bob, vec![Op::RemoveMember(uid(&m_carol))]));
+    let r = env.append(&ada, "team", &by_bob).await;
+    assert_refused(&r, "not_admin");
+    // An outsider neither.
+    let m_eve = member("eve");
+    let by_eve = bytes(&log.propose(&m_eve, vec![Op::Rotate]));
+    assert_refused(&env.append(&bob, "team", &by_eve).await, "not_admin");
+    // None of them moved the head.
+    let head = |r: &Resp| r.json()["head"]["seq"].as_u64().unwrap();
+    let path = format!("{groups}/team/entries");
+    assert_eq!(head(&env.signed(&ada, Method::GET, &path, None).await), 0);
+
+    // Bob made an admin, then removed from the group: a valid removal is accepted.
+    let e1 = log.next(&m_ada, vec![Op::AddAdmin(uid(&m_bob))]);
+    let r = env.append(&ada, "team", &e1).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // Bob, an admin now, signs an entry that the server accepts from the cached state.
+    let e2 = log.next(&m_bob, vec![Op::Rotate]);
+    assert_eq!(env.append(&bob, "team", &e2).await.status, 201);
+    let p_late = log.propose(&m_bob, vec![Op::Rotate]);
+    let removal = log.next(&m_ada, vec![Op::RemoveMember(uid(&m_bob))]);
+    assert!(log.state.epoch() >= 3);
+    let r = env.append(&ada, "team", &removal).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(env.directory.group_states().len(), 1);
+    // The cached state after the removal accepts the next entry...
+    let e4 = log.next(&m_ada, vec![Op::AddAdmin(uid(&m_carol))]);
+    assert_eq!(env.append(&ada, "team", &e4).await.status, 201);
+    // ...and refuses one by bob, who is no longer a member (built on the right parent).
+    let by_removed = bytes(&log.propose(&m_bob, vec![Op::Rotate]));
+    assert_refused(&env.append(&ada, "team", &by_removed).await, "not_admin");
+    // Bob's entry on an older parent is a conflict, whatever its signature.
+    assert_eq!(env.append(&ada, "team", &bytes(&p_late)).await.status, 409);
+
+    // A restart (empty cache): the state is rebuilt from the store, with the removal.
+    env.directory.group_states().clear();
+    assert!(env.directory.group_states().is_empty());
+    assert_refused(&env.append(&ada, "team", &by_removed).await, "not_admin");
+    env.directory.group_states().clear();
+    let e5 = log.next(&m_carol, vec![Op::Rotate]);
+    let r = env.append(&ada, "team", &e5).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(env.directory.group_states().len(), 1);
+    let e6 = log.next(&m_ada, vec![Op::RemoveAdmin(uid(&m_carol))]);
+    assert_eq!(env.append(&ada, "team", &e6).await.status, 201);
+    // The stored log is the one the client verified.
+    let r = env.signed(&ada, Method::GET, &path, None).await;
+    assert_eq!(head(&r), log.state.seq());
+    assert_eq!(
+        unb64(r.json()["head"]["head"].as_str().unwrap()),
+        log.state.head().to_vec()
+    );
+    let actions = env.actions();
+    assert!(
+        actions
+            .iter()
+            .filter(|(a, o)| a == "directory_group_entry_refused" && o == "failure")
+            .count()
+            >= 6
+    );
+}
+
+#[tokio::test]
+async fn group_routes_take_entries_over_one_mebibyte() {
+    let env = start(Blobs::File).await;
+    let ada = env.user("ada", "ada-laptop").await;
+    let m_ada = member("ada");
+    // About 2 000 members with one device each: an entry of over 1 MiB.
+    let others: Vec<Member> = (0..2000).map(|i| member(&format!("u{i}"))).collect();
+    let refs: Vec<&Member> = others.iter().collect();
+    let (mut log, genesis) = Log::create("big", &m_ada, &refs);
+    let body = serde_json::to_vec(&json!({"group_id": "big", "entry": b64(&genesis)})).unwrap();
+    assert!(body.len() > 1 << 20, "{}", body.len());
+    let r = env
+        .signed(
+            &ada,
+            Method::POST,
+            &format!("/v1/e2e/tenants/{T}/groups"),
+            Some(json!({"group_id": "big", "entry": b64(&genesis)})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // A removal re-seals the epoch key to every remaining device (about 150 bytes each).
+    let removal = log.next(&m_ada, vec![Op::RemoveMember(uid(&others[0]))]);
+    let r = env.append(&ada, "big", &removal).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // Other JSON routes keep the 1 MiB limit.
+    let r = env
+        .signed(
+            &ada,
+            Method::PUT,
+            &format!("/v1/e2e/tenants/{T}/access-blocks/doc-big"),
+            Some(json!({"expected_version": 0, "block": b64(&vec![0u8; 900_000])})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.message().contains("1 MiB"), "{}", r.message());
 }
 
 #[tokio::test]

@@ -6,9 +6,9 @@
 //! entry hash = SHA-256(entire entry)
 //! ```
 //!
-//! The server reads only this prefix: it orders entries and enforces one child per parent.
-//! It does not verify the signature or the admin rules; clients do.
-// TODO(merge): replace with keystead_core::groups::LogEntry::parse + GroupState checks
+//! The prefix gives the cheap checks that come first: the order of the log and one child
+//! per parent (compare-and-swap). The full check (signature, admin rules, operations and
+//! sealed keys) is keystead-core's, in [`super::group_check`].
 
 use sha2::{Digest, Sha256};
 
@@ -18,8 +18,10 @@ use super::DirectoryError;
 pub const MAGIC: &[u8; 4] = b"KSL\x01";
 /// Longest group id, in bytes.
 pub const MAX_GROUP_ID: usize = 256;
-/// Largest entry accepted, in bytes.
-pub const MAX_ENTRY: usize = 512 * 1024;
+/// Largest entry accepted, in bytes: 8 MiB, enough for a genesis or a removal in a group of
+/// 10 000 members (about 5.3 MB and 1.5 MB). Base64 in a JSON body with a full member index
+/// it stays within the group routes' body limit (`http::directory::MAX_GROUP_BODY`).
+pub const MAX_ENTRY: usize = 8 * 1024 * 1024;
 const SIG_LEN: usize = 64;
 
 /// The prefix fields of an entry.
@@ -37,7 +39,7 @@ pub struct EntryPrefix {
 pub fn parse(entry: &[u8]) -> Result<EntryPrefix, DirectoryError> {
     let bad = |m: &str| DirectoryError::BadEntry(m.to_owned());
     if entry.len() > MAX_ENTRY {
-        return Err(bad("entry exceeds 512 KiB"));
+        return Err(bad("entry exceeds 8 MiB"));
     }
     let rest = entry
         .strip_prefix(MAGIC.as_slice())
@@ -118,23 +120,23 @@ pub fn check_append(
     Ok((p.seq, entry_hash(entry)))
 }
 
-/// Builds an entry with the given prefix and `body` followed by a dummy signature (tests and
-/// examples; the real writer is keystead-core's).
-pub fn build_for_tests(group_id: &str, seq: u64, parent: [u8; 32], body: &[u8]) -> Vec<u8> {
-    let mut e = MAGIC.to_vec();
-    let id = group_id.as_bytes();
-    e.extend_from_slice(&u16::try_from(id.len()).unwrap_or(u16::MAX).to_be_bytes());
-    e.extend_from_slice(id);
-    e.extend_from_slice(&seq.to_be_bytes());
-    e.extend_from_slice(&parent);
-    e.extend_from_slice(body);
-    e.extend_from_slice(&[0x5a; SIG_LEN]);
-    e
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An entry with the given prefix and `body` followed by a dummy signature: enough for the
+    /// prefix checks (the server's full check, and the real writer, are keystead-core's).
+    fn build_for_tests(group_id: &str, seq: u64, parent: [u8; 32], body: &[u8]) -> Vec<u8> {
+        let mut e = MAGIC.to_vec();
+        let id = group_id.as_bytes();
+        e.extend_from_slice(&u16::try_from(id.len()).unwrap_or(u16::MAX).to_be_bytes());
+        e.extend_from_slice(id);
+        e.extend_from_slice(&seq.to_be_bytes());
+        e.extend_from_slice(&parent);
+        e.extend_from_slice(body);
+        e.extend_from_slice(&[0x5a; SIG_LEN]);
+        e
+    }
 
     #[test]
     fn genesis_then_children() {

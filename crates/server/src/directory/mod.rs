@@ -13,6 +13,7 @@
 
 pub mod blob;
 pub mod device_auth;
+pub mod group_check;
 pub mod log_prefix;
 pub mod store;
 
@@ -140,6 +141,8 @@ pub struct Directory {
     service: Arc<Service>,
     nonces: NonceCache,
     opts: DirectoryOptions,
+    /// Verified group states at their heads (the start of the next append's check).
+    states: Arc<group_check::StateCache>,
 }
 
 fn device_principal(tenant: &str, d: &DeviceRecord) -> Principal {
@@ -180,6 +183,7 @@ impl Directory {
             service,
             nonces: NonceCache::default(),
             opts,
+            states: Arc::default(),
         }
     }
 
@@ -191,6 +195,12 @@ impl Directory {
     /// The limits.
     pub fn options(&self) -> &DirectoryOptions {
         &self.opts
+    }
+
+    /// The cache of verified group states (tests: clear it to force a rebuild from the
+    /// store, or look at its size).
+    pub fn group_states(&self) -> &group_check::StateCache {
+        &self.states
     }
 
     fn now(&self) -> i64 {
@@ -717,9 +727,16 @@ impl Directory {
         if !members.contains(&dev.user_id) {
             members.push(dev.user_id.clone());
         }
-        let res = (|| {
+        let res: Result<GroupHead, ApiError> = async {
             let (seq, hash) = log_prefix::check_append(None, &entry)?;
-            check_group_id(&entry, group_id)?;
+            let gid = group_id.to_owned();
+            let (entry, state) = blocking(move || {
+                let parsed = group_check::parse(&entry)?;
+                check_group_id(&entry, &gid)?;
+                let state = group_check::genesis(&parsed)?;
+                Ok((entry, state))
+            })
+            .await?;
             self.check_members(tenant, &members)?;
             self.store
                 .create_group(
@@ -729,12 +746,14 @@ impl Directory {
                     &members,
                 )
                 .map_err(store_err)?;
+            self.states.put(tenant, Arc::new(state));
             Ok(GroupHead {
                 group_id: group_id.to_owned(),
                 seq,
                 hash,
             })
-        })();
+        }
+        .await;
         let action = if res.is_ok() {
             "directory_group_created"
         } else {
@@ -783,11 +802,33 @@ impl Directory {
         members: Option<Vec<String>>,
     ) -> Result<GroupHead, ApiError> {
         let mut seq_seen = None;
-        let res = (|| {
+        let res: Result<GroupHead, ApiError> = async {
             let head = self.require_member(dev, tenant, group_id)?;
             let (seq, hash) = log_prefix::check_append(Some((head.seq, head.hash)), &entry)?;
             seq_seen = Some(seq);
-            check_group_id(&entry, group_id)?;
+            let cached = self.states.get(tenant, &head);
+            let (store, states) = (self.store.clone(), self.states.clone());
+            let (t, gid, at) = (tenant.to_owned(), group_id.to_owned(), head.clone());
+            let (entry, state) = blocking(move || {
+                let parsed = group_check::parse(&entry)?;
+                check_group_id(&entry, &gid)?;
+                let base = match cached {
+                    Some(s) => s,
+                    None => {
+                        let s = group_check::rebuild(&*store, &t, &at).map_err(|e| {
+                            internal(&format!("group `{gid}`: cannot rebuild its state: {}", e.0))
+                        })?;
+                        // The stored log up to the head verified: worth keeping even if this
+                        // entry is refused.
+                        let s = Arc::new(s);
+                        states.put(&t, s.clone());
+                        s
+                    }
+                };
+                let state = group_check::apply(&base, &parsed)?;
+                Ok((entry, state))
+            })
+            .await?;
             if let Some(m) = &members {
                 self.check_members(tenant, m)?;
             }
@@ -800,12 +841,14 @@ impl Directory {
                     members.as_deref(),
                 )
                 .map_err(store_err)?;
+            self.states.put(tenant, Arc::new(state));
             Ok(GroupHead {
                 group_id: group_id.to_owned(),
                 seq,
                 hash,
             })
-        })();
+        }
+        .await;
         let action = if res.is_ok() {
             "directory_group_entry_appended"
         } else {
@@ -966,6 +1009,16 @@ fn check_key(k: &[u8; 32]) -> Result<(), ApiError> {
     keystead_core::SigningPublicKey::from_bytes(k)
         .map(|_| ())
         .map_err(|_| ApiError::bad_request("not an Ed25519 public key"))
+}
+
+/// Runs CPU-heavy work (parsing and verifying group entries: seconds for a 10 000-member
+/// group) on the blocking pool, so it does not hold up an async worker.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| internal(&format!("verification task failed: {e}")))?
 }
 
 fn check_group_id(entry: &[u8], group_id: &str) -> Result<(), ApiError> {

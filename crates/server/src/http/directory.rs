@@ -17,18 +17,23 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use utoipa::ToSchema;
 
-use super::extract::{B64, b64, check_id, parse_json};
+use super::extract::{B64, b64, check_id, parse_json, parse_json_max};
 use super::openapi::{
     BadRequest, Conflict, Forbidden, Internal, NotFound, RateLimited, TenantDisabled,
     TenantNotFound, Unauthenticated, Unavailable,
 };
-use super::{AppState, auth_first, read_body};
+use super::{AppState, auth_first, read_body, read_body_max};
 use crate::directory::store::{DeviceRecord, GroupHead, TokenKind};
 use crate::directory::{Directory, NewDevice, RequestInfo};
 use crate::error::ApiError;
 
 /// Most entries one log fetch returns.
 const MAX_ENTRIES: usize = 1000;
+
+/// Body limit of the group create and append routes: a log entry of up to
+/// [`crate::directory::log_prefix::MAX_ENTRY`] (8 MiB) in base64 plus a member index of
+/// 10 000 ids. Every other JSON route keeps [`super::extract::MAX_BODY`] (1 MiB).
+pub const MAX_GROUP_BODY: usize = 16 << 20;
 
 fn dir(s: &AppState) -> Result<Arc<Directory>, ApiError> {
     s.directory
@@ -96,6 +101,21 @@ async fn signed_json<T: serde::de::DeserializeOwned>(
     let body = read_body(body).await?;
     let dev = d.authenticate(tenant, info, &body)?;
     Ok((dev, parse_json(&body)?))
+}
+
+/// [`signed_json`] for the group log routes: the body may be up to [`MAX_GROUP_BODY`].
+/// The device and timestamp are checked before the body is read.
+async fn signed_group_json<T: serde::de::DeserializeOwned>(
+    d: &Directory,
+    tenant: &str,
+    info: &RequestInfo,
+    body: Body,
+) -> Result<(DeviceRecord, T), ApiError> {
+    check_id("tenant_id", tenant)?;
+    let (auth, dev) = d.pre_authenticate(tenant, info)?;
+    let body = read_body_max(body, MAX_GROUP_BODY).await?;
+    d.finish_authenticate(info, &auth, &dev, Sha256::digest(&body).into())?;
+    Ok((dev, parse_json_max(&body, MAX_GROUP_BODY)?))
 }
 
 /// Authenticates a device-signed request without a body.
@@ -775,7 +795,10 @@ pub(super) async fn user_groups(
 
 /// Create a group with its genesis entry.
 ///
-/// Device-signed. The signing device's user joins the member index.
+/// Device-signed. The signing device's user joins the member index. The server verifies
+/// the entry with keystead-core (signature, genesis rules, sealed keys); a refusal is
+/// `400 bad_request` naming the core error code. The body may be up to 16 MiB (entries up
+/// to 8 MiB); other JSON routes take at most 1 MiB.
 #[utoipa::path(
     post,
     path = "/v1/e2e/tenants/{tenant_id}/groups",
@@ -806,7 +829,7 @@ pub(super) async fn create_group(
     let tenant = ids(tenant)?;
     let d = dir(&s)?;
     let (dev, req): (_, CreateGroupReq) =
-        signed_json(&d, &tenant, &info(&method, &uri, &headers), body).await?;
+        signed_group_json(&d, &tenant, &info(&method, &uri, &headers), body).await?;
     check_id("group_id", &req.group_id)?;
     let head = d
         .create_group(&dev, &tenant, &req.group_id, req.entry.0, req.members)
@@ -818,7 +841,10 @@ pub(super) async fn create_group(
 ///
 /// Device-signed by a device of a member. The entry's parent must be the current head:
 /// each parent gets exactly one child; a second is `409 conflict` (fetch the log and
-/// rebase). A sequence number other than head + 1 is `400 bad_request`.
+/// rebase). A sequence number other than head + 1 is `400 bad_request`, and so is an entry
+/// that keystead-core refuses against the group's verified state (bad signature, signer
+/// not an admin, invalid operation or keys). The body may be up to 16 MiB (entries up to
+/// 8 MiB).
 #[utoipa::path(
     post,
     path = "/v1/e2e/tenants/{tenant_id}/groups/{group_id}/entries",
@@ -852,7 +878,7 @@ pub(super) async fn append_entry(
     let (tenant, group) = ids(path)?;
     let d = dir(&s)?;
     let (dev, req): (_, AppendReq) =
-        signed_json(&d, &tenant, &info(&method, &uri, &headers), body).await?;
+        signed_group_json(&d, &tenant, &info(&method, &uri, &headers), body).await?;
     check_id("group_id", &group)?;
     let head = d
         .append_entry(&dev, &tenant, &group, req.entry.0, req.members)

@@ -130,8 +130,16 @@ where
 /// refused by serde's derive; maps and free-form values must use [`unique_map`] /
 /// [`strict_value`] so that no object anywhere accepts a repeated key.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.len() > MAX_BODY {
-        return Err(ApiError::bad_request("request body exceeds 1 MiB"));
+    parse_json_max(body, MAX_BODY)
+}
+
+/// [`parse_json`] with another size limit than [`MAX_BODY`] (the group log routes).
+pub fn parse_json_max<T: DeserializeOwned>(body: &[u8], max: usize) -> Result<T, ApiError> {
+    if body.len() > max {
+        return Err(ApiError::bad_request(format!(
+            "request body exceeds {} MiB",
+            max >> 20
+        )));
     }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid request: {e}")))
 }

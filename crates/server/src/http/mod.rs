@@ -182,9 +182,17 @@ async fn admit(
 
 /// Reads the body up to the API's limit; anything larger is `400 bad_request`.
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, extract::MAX_BODY)
-        .await
-        .map_err(|_| ApiError::bad_request("request body exceeds 1 MiB or could not be read"))
+    read_body_max(body, extract::MAX_BODY).await
+}
+
+/// [`read_body`] with another limit (the group log routes).
+async fn read_body_max(body: Body, max: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, max).await.map_err(|_| {
+        ApiError::bad_request(format!(
+            "request body exceeds {} MiB or could not be read",
+            max >> 20
+        ))
+    })
 }
 
 /// Checks a list of ids (batch ids, field paths): 1 to [`MAX_BATCH`] items, each a valid
