@@ -220,6 +220,33 @@ impl Directory {
             .await
     }
 
+    /// Records a group-log write (`accepted` on success, `directory_group_entry_refused`
+    /// otherwise) and passes its result on.
+    async fn audit_group_entry(
+        &self,
+        dev: &DeviceRecord,
+        tenant: &str,
+        group_id: &str,
+        seq: Option<u64>,
+        accepted: &str,
+        res: Result<GroupHead, ApiError>,
+    ) -> Result<GroupHead, ApiError> {
+        let action = if res.is_ok() {
+            accepted
+        } else {
+            "directory_group_entry_refused"
+        };
+        self.audit(
+            &device_principal(tenant, dev),
+            tenant,
+            action,
+            res.as_ref().map(|_| ()),
+            json!({ "group_id": group_id, "seq": seq }),
+        )
+        .await?;
+        res
+    }
+
     // ---- device-signed requests ---------------------------------------------------------
 
     /// First half of device authentication, before the body is read: parses the header,
@@ -754,20 +781,15 @@ impl Directory {
             })
         }
         .await;
-        let action = if res.is_ok() {
-            "directory_group_created"
-        } else {
-            "directory_group_entry_refused"
-        };
-        self.audit(
-            &device_principal(tenant, dev),
+        self.audit_group_entry(
+            dev,
             tenant,
-            action,
-            res.as_ref().map(|_| ()),
-            json!({ "group_id": group_id, "seq": 0 }),
+            group_id,
+            Some(0),
+            "directory_group_created",
+            res,
         )
-        .await?;
-        res
+        .await
     }
 
     fn require_member(
@@ -849,20 +871,15 @@ impl Directory {
             })
         }
         .await;
-        let action = if res.is_ok() {
-            "directory_group_entry_appended"
-        } else {
-            "directory_group_entry_refused"
-        };
-        self.audit(
-            &device_principal(tenant, dev),
+        self.audit_group_entry(
+            dev,
             tenant,
-            action,
-            res.as_ref().map(|_| ()),
-            json!({ "group_id": group_id, "seq": seq_seen }),
+            group_id,
+            seq_seen,
+            "directory_group_entry_appended",
+            res,
         )
-        .await?;
-        res
+        .await
     }
 
     /// Entries from `from` on (at most `limit`), and the head.
