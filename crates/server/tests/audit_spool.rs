@@ -465,3 +465,38 @@ async fn operator_command_events_reach_the_tenant_chain() {
     assert!(report.ok(), "{}", report.render());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Delivery takes `batch_events × batch_scale` events at once: a local file sink (scale 8)
+/// gets fewer, larger batches than a remote receiver (scale 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_limits_follow_the_sinks_scale() {
+    for scale in [1usize, 8] {
+        let dir = tmp();
+        let sink = Arc::new(Collector::default());
+        sink.down.store(true, Ordering::SeqCst);
+        sink.scale.store(scale, Ordering::SeqCst);
+        let mut c = cfg(&dir);
+        c.segment_bytes = 1 << 20;
+        c.checkpoint_events = 1000;
+        let a = Auditor::open(c, key()).unwrap();
+        let opts = DeliveryOptions {
+            batch_events: 10,
+            ..fast()
+        };
+        a.start_delivery(Arc::new(One(sink.clone())), opts);
+        for i in 0..200 {
+            a.record(event("acme", i)).await.unwrap();
+        }
+        // Everything is spooled before the sink comes back: batches are as large as allowed.
+        sink.down.store(false, Ordering::SeqCst);
+        wait_for("all events", || {
+            ids(&sink.lines.lock().unwrap(), "wrap").len() == 200
+        })
+        .await;
+        a.shutdown(Duration::from_secs(2)).await;
+        let batches = sink.batches.lock().unwrap().clone();
+        let largest = batches.iter().copied().max().unwrap();
+        assert_eq!(largest, 10 * scale, "scale {scale}: batches {batches:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

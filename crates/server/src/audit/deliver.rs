@@ -237,7 +237,11 @@ async fn deliver_loop(
         let notified = ts.notify.notified();
         let read = {
             let ts = ts.clone();
-            let (n, b) = (opts.batch_events, opts.batch_bytes);
+            let scale = sink.batch_scale().max(1);
+            let (n, b) = (
+                opts.batch_events.saturating_mul(scale),
+                opts.batch_bytes.saturating_mul(scale),
+            );
             tokio::task::spawn_blocking(move || spool::read_batch(&ts, cur, n, b)).await
         };
         let batch = match read {
@@ -289,7 +293,10 @@ async fn deliver_loop(
                 // A small batch means delivery caught up: let events gather for a moment
                 // so the sink gets fewer, larger batches (one request or fsync each)
                 // instead of one per commit.
-                if batch.events.len() < opts.batch_events / 2 && !*stop.borrow() {
+                if batch.events.len()
+                    < opts.batch_events.saturating_mul(sink.batch_scale().max(1)) / 2
+                    && !*stop.borrow()
+                {
                     tokio::select! {
                         () = tokio::time::sleep(opts.linger) => {}
                         _ = stop.changed() => {}

@@ -265,7 +265,9 @@ impl Prepared {
         const SEQ: &[u8] = b"\"seq\":0";
         ev.seq = 0;
         ev.prev_hash.clear();
-        let json = serde_json::to_vec(&ev).map_err(std::io::Error::other)?;
+        // Sized for a typical event (≈ 600 bytes), so serializing does not grow it 3 times.
+        let mut json = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut json, &ev).map_err(std::io::Error::other)?;
         // The last occurrences are the top-level fields: the fields serialized after
         // `prev_hash` (principal, seq, tenant_id, time) and after `seq` (tenant_id, time)
         // are strings, inside which every quote is escaped, so neither pattern can occur
@@ -1184,8 +1186,16 @@ pub(crate) fn read_batch(
         let want = (seg.len - cur.offset).min(max_bytes as u64 + (REC_HDR + MAX_RECORD) as u64);
         let mut f = File::open(spool.segment_path(seg.no))?;
         f.seek(SeekFrom::Start(cur.offset))?;
-        let mut buf = vec![0u8; usize::try_from(want).unwrap_or(max_bytes)];
-        f.read_exact(&mut buf)?;
+        // Read without zero-filling the buffer first.
+        let want = usize::try_from(want).unwrap_or(max_bytes);
+        let mut buf = Vec::with_capacity(want);
+        (&mut f).take(want as u64).read_to_end(&mut buf)?;
+        if buf.len() < want {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "audit segment shorter than its committed length",
+            ));
+        }
         let mut off = 0usize;
         let mut size = 0usize;
         while off < buf.len() && events.len() < max_events && size < max_bytes {

@@ -1,6 +1,6 @@
 //! A test sink that collects delivered events as lines and can be switched off.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use keystead_server::audit::SinkSource;
@@ -15,17 +15,28 @@ pub struct Collector {
     pub lines: Mutex<Vec<String>>,
     /// Refuse deliveries (a SIEM outage).
     pub down: AtomicBool,
+    /// Sizes of the batches accepted.
+    pub batches: Mutex<Vec<usize>>,
+    /// What [`Sink::batch_scale`] answers (0: the default).
+    pub scale: AtomicUsize,
 }
 
 impl Sink for Collector {
     fn kind(&self) -> &'static str {
         "test"
     }
+    fn batch_scale(&self) -> usize {
+        match self.scale.load(Ordering::SeqCst) {
+            0 => 1,
+            n => n,
+        }
+    }
     fn deliver<'a>(&'a self, events: &'a [Arc<[u8]>]) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             if self.down.load(Ordering::SeqCst) {
                 return Err(SinkError::new("down (test)"));
             }
+            self.batches.lock().unwrap().push(events.len());
             let mut l = self.lines.lock().unwrap();
             for e in events {
                 l.push(String::from_utf8(e.to_vec()).unwrap());

@@ -93,6 +93,10 @@ impl Sink for FileSink {
         "file"
     }
 
+    fn batch_scale(&self) -> usize {
+        8
+    }
+
     fn deliver<'a>(&'a self, events: &'a [Arc<[u8]>]) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let data = lines(events)?;

@@ -53,6 +53,13 @@ pub trait Sink: Send + Sync + 'static {
     /// Delivers `events` (each one event's JSON, as spooled) in order. `Ok` only when the
     /// receiver accepted all of them; on `Err` the whole batch is retried later.
     fn deliver<'a>(&'a self, events: &'a [Arc<[u8]>]) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// How many times the configured batch limits this sink takes at once. A remote
+    /// receiver gets the configured size; a local file takes larger batches, since each
+    /// one costs a write, an `fdatasync` and a cursor update whatever its size.
+    fn batch_scale(&self) -> usize {
+        1
+    }
 }
 
 /// What a sink is built from (operator defaults, dev mode, and the outbound policy that
