@@ -7,7 +7,10 @@
 //            sealed-key set) + decryptBlob of a 1 KiB document through the group (opens the
 //            member's epoch key, then the grant);
 //  * warm:   decryptBlob of another 1 KiB document of the same epoch with the Group from the
-//            cold run (state verified, epoch key cached: the grant is all that is opened).
+//            cold run (state verified, epoch key cached: the grant is all that is opened);
+//  * membership: add one member then remove it (propose + apply each), CHANGE_RUNS times
+//            with no documents, then again after DOCS (default 10 000) documents were
+//            encrypted to the group.
 // Prints best and median in milliseconds.
 import { createRequire } from 'node:module';
 
@@ -85,5 +88,40 @@ for (let i = 0; i < WARM_RUNS; i++) {
   warm.push(now() - t0);
 }
 console.log(`node ${process.version}, ${MEMBERS} members, 1 KiB document`);
+
+// Membership changes with 0 documents, then again after DOCS documents were encrypted to
+// the group: the same operations (propose + apply of one entry) on the same group size.
+const DOCS = Number(process.env.DOCS ?? 10000);
+let spare = 0;
+const change = () => {
+  const u = k.createUser(`user/new-${spare++}`);
+  const d = k.Identity.generate(`device/new-${spare}-1`);
+  u.addDevice(d);
+  const t0 = now();
+  const { entry: add } = group.addMembers(admin, [u.record]);
+  group.apply(add);
+  const t1 = now();
+  const { entry: remove } = group.removeMembers(admin, [u.userId]);
+  group.apply(remove);
+  const t2 = now();
+  u.free();
+  d.free();
+  return [t1 - t0, t2 - t1];
+};
+const series = (label) => {
+  const adds = [];
+  const removes = [];
+  for (let i = 0; i < Number(process.env.CHANGE_RUNS ?? 3); i++) {
+    const [a, r] = change();
+    adds.push(a);
+    removes.push(r);
+  }
+  console.log(`${label}: add one member ${stats(adds)}; remove one member ${stats(removes)}`);
+};
+series('membership, 0 documents');
+t = now();
+for (let i = 0; i < DOCS; i++) await doc(`doc/many-${i}`);
+console.log(`encrypted ${DOCS} documents to the group in ${((now() - t) / 1000).toFixed(1)} s`);
+series(`membership, ${DOCS} documents`);
 console.log(`cold (Group.fromLog over 2 entries + decryptBlob): ${stats(cold)}`);
 console.log(`warm (verified Group, epoch key cached; decryptBlob): ${stats(warm)}`);
