@@ -268,6 +268,15 @@ window.recoverAndEnroll = async (reauthToken, recoveryCode, enrollToken) => {
   return { wrong, released: released.version, version, devices: u.devices.map((d) => d.deviceId) };
 };
 
+/** Publishes this page's current record against `expectedVersion` (compare-and-swap). */
+window.republish = async (expectedVersion) => {
+  try {
+    return { version: await state.dir.putUser(state.userId, { expectedVersion, record: state.user.record }) };
+  } catch (e) {
+    return { ...failure(e), conflict: e instanceof DirectoryConflictError };
+  }
+};
+
 /** A second use of a spent token: the directory's error. */
 window.escrowAgain = async (token) => {
   try {

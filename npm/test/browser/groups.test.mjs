@@ -172,6 +172,13 @@ test("Recovery: Alice's fresh browser restores her identity from escrow and read
   assert.equal(r.released, 1);
   assert.equal(r.version, 2);
   assert.deepEqual(r.devices.sort(), ['alice-laptop', 'alice-tablet']);
+  // The laptop's copy of the record is now stale: publishing it loses the version check.
+  assert.deepEqual(await call(pages.alice, 'republish', 1), {
+    error: 'DirectoryConflictError',
+    code: 'conflict',
+    status: 409,
+    conflict: true,
+  });
   // Right after a release, the next one waits (and the spent token would not work anyway).
   const again = await call(page, 'escrowAgain', reauth);
   assert.equal(again.code, 'rate_limited', JSON.stringify(again));
