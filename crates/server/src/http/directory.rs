@@ -723,7 +723,9 @@ pub(super) async fn put_escrow(
 ///
 /// Needs a re-authentication token (`Authorization: Keystead-Token <token>`), which this
 /// spends. At most 5 attempts per user per hour, with a growing wait between attempts
-/// (`429 rate_limited` with `Retry-After`). Releases and refusals are audited.
+/// (`429 rate_limited` with `Retry-After`). Releases and refusals are audited. The answer
+/// carries the user's current record and version: the recovering browser has no
+/// registered device to read them with, and needs both to enroll a new device.
 #[utoipa::path(
     get,
     path = "/v1/e2e/tenants/{tenant_id}/users/{user_id}/escrow",
