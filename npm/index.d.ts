@@ -83,8 +83,33 @@ export class Identity implements Recipient {
   readonly fingerprint: string;
   /** `{ id, publicKey }` as a plain object, e.g. to publish in a key directory. */
   readonly recipient: Recipient;
+  /**
+   * The `Authorization` header value (`Keystead-Device device="…", ts=…, nonce="…",
+   * sig="…"`) of one request to the key directory, signed by this device's Ed25519 key
+   * (docs/DIRECTORY.md, "Device signatures"; docs/FORMAT.md section 30). `method` in upper
+   * case; `host` as the server receives it in `Host` (with the port unless it is the
+   * scheme's default); `pathAndQuery` exactly as sent; `body` the request body (`undefined`
+   * for none). Each call draws a fresh nonce: sign every request, and every retry, anew.
+   * The device id must be a directory device id (`[A-Za-z0-9._~-]{1,128}`; `invalid_id`
+   * otherwise). {@link Directory} does this for you.
+   */
+  signRequest(
+    method: string,
+    host: string,
+    pathAndQuery: string,
+    body?: Uint8Array,
+    options?: SignRequestOptions,
+  ): string;
   /** Zeroizes and releases the private keys. Streams already started keep working. */
   free(): void;
+}
+
+/** Options of {@link Identity.signRequest}. */
+export interface SignRequestOptions {
+  /** Unix seconds to sign (default: `Date.now()`); the server accepts ±300 s. */
+  timestamp?: number;
+  /** The body's SHA-256 (32 bytes), instead of passing `body` itself (e.g. a large upload). */
+  bodySha256?: Uint8Array;
 }
 
 /**
@@ -470,4 +495,219 @@ export class Group {
   rotateGroup(admin: User): ProposedEntry;
   /** Zeroizes the cached epoch keys and releases the state. */
   free(): void;
+}
+
+// ---- The key directory client (docs/DIRECTORY.md) -------------------------------------
+
+/**
+ * A non-2xx answer of the directory (`status`, and the server's `code` such as
+ * `unauthenticated`, `replayed_request`, `not_found`, `rate_limited`, `tenant_disabled`;
+ * `http_<status>` when the body named none), or no answer at all (`status` 0, code
+ * `network_error`, the fetch error as `cause`), or an answer of an unexpected shape (code
+ * `bad_response`).
+ */
+export class DirectoryError extends Error {
+  name: "DirectoryError" | "DirectoryConflictError";
+  readonly status: number;
+  readonly code: string;
+  /** Seconds from `Retry-After` (with `429 rate_limited`). */
+  readonly retryAfter: number | undefined;
+}
+
+/**
+ * `409 conflict`: a compare-and-swap lost. For a group entry: another entry took the same
+ * parent; fetch it ({@link Directory.syncGroup}), propose again and retry. For a user record
+ * or an access block: re-read the current version and retry. Also: the record already exists.
+ */
+export class DirectoryConflictError extends DirectoryError {
+  name: "DirectoryConflictError";
+  readonly status: 409;
+  readonly code: "conflict";
+}
+
+/** Options of the {@link Directory} constructor. */
+export interface DirectoryOptions {
+  /**
+   * The origin whose `/v1/` reaches `keystead serve` with path and `Host` unchanged (the
+   * signature covers both). Default in a page: the page's own origin (a reverse proxy).
+   */
+  baseUrl?: string | URL;
+  /** The tenant id. */
+  tenant: string;
+  /**
+   * The device that signs requests; its id must be a directory device id
+   * (`[A-Za-z0-9._~-]{1,128}`). Not needed for the token routes
+   * ({@link Directory.enroll} needs the device as an argument, {@link Directory.getEscrow}
+   * none).
+   */
+  device?: Identity;
+  /** The `fetch` to use (default: the global one). */
+  fetch?: typeof fetch;
+}
+
+/** What {@link Directory.enroll} registers. */
+export interface Enrollment {
+  /** The user; its identity key is registered (or must be the registered one). */
+  user: User;
+  /** The new device. */
+  device: Identity;
+  /** The device's certificate, from {@link User.addDevice}. */
+  certificate: Uint8Array;
+  /** The user record listing the device, from {@link User.addDevice}. */
+  record: Uint8Array;
+  /** The record version this replaces: 0 on first enrollment, the current one after recovery. */
+  expectedVersion?: number;
+}
+
+/** A device to register with {@link Directory.putUser}. */
+export interface NewDevice {
+  device: Identity;
+  certificate: Uint8Array;
+}
+
+/** A registered device, as the directory serves it. */
+export interface DirectoryDevice {
+  deviceId: string;
+  signingKey: Uint8Array;
+  certificate: Uint8Array;
+}
+
+/**
+ * A user as the directory serves it. Verify before trusting: the record's signature (it is
+ * checked when a {@link Group} takes it) and the identity key against the one pinned or
+ * compared by {@link safetyCode}.
+ */
+export interface DirectoryUser {
+  userId: string;
+  /** Absent before enrollment. */
+  identityKey: Uint8Array | undefined;
+  record: Uint8Array;
+  version: number;
+  devices: DirectoryDevice[];
+}
+
+/** A user record update (compare-and-swap on `expectedVersion`). */
+export interface UserUpdate {
+  expectedVersion: number;
+  record: Uint8Array;
+  addDevices?: readonly NewDevice[];
+  removeDevices?: readonly string[];
+}
+
+/** What {@link Directory.getEscrow} resolves to. */
+export interface ReleasedEscrow {
+  /** Pass to {@link recover} with the recovery code or passphrase. */
+  escrow: Uint8Array;
+  /** The user's current record: pass to {@link recover}. */
+  record: Uint8Array;
+  /** Its version: `expectedVersion` when enrolling the new device. */
+  version: number;
+}
+
+/** A group's head as the server reports it (not verified). */
+export interface GroupHead {
+  groupId: string;
+  seq: number;
+  head: Uint8Array;
+}
+
+/** Options of {@link Directory.createGroup} and {@link Directory.appendEntry}. */
+export interface GroupIndexOptions {
+  /**
+   * User ids for the server's member index, which decides who may list, read and append
+   * (the log decides membership). On append, replaces the index; omitted, it is unchanged.
+   */
+  members?: readonly string[];
+}
+
+/** One stored log entry. */
+export interface StoredEntry {
+  seq: number;
+  hash: Uint8Array;
+  entry: Uint8Array;
+}
+
+/** A page of a group log. */
+export interface EntriesPage {
+  entries: StoredEntry[];
+  head: GroupHead;
+}
+
+/** A group of {@link Directory.loadMyGroups}: verified, or the error that stopped it. */
+export type LoadedGroup =
+  | { groupId: string; group: Group; error?: undefined }
+  | { groupId: string; group?: undefined; error: unknown };
+
+/**
+ * A client of the E2E key directory (docs/DIRECTORY.md), for a user's device. Requests to
+ * device routes are signed with {@link Identity.signRequest}; token routes send the token
+ * the vendor's backend minted. Every method rejects with a {@link DirectoryError} for a
+ * non-2xx answer ({@link DirectoryConflictError} for `409 conflict`), or a
+ * {@link KeysteadError} for bad arguments or a log that does not verify.
+ */
+export class Directory {
+  constructor(options: DirectoryOptions);
+  /** The signing device, if any. */
+  readonly device: Identity | undefined;
+  /**
+   * Registers the user's identity key, record and a device with an enrollment token (spent).
+   * After recovery, with `expectedVersion` the current version. Resolves to the new version.
+   */
+  enroll(token: string, enrollment: Enrollment): Promise<number>;
+  /** A user's identity key, record and devices (any device of the tenant may ask). */
+  getUser(userId: string): Promise<DirectoryUser>;
+  /** Replaces the user's record, adding or removing devices. Resolves to the new version. */
+  putUser(userId: string, update: UserUpdate): Promise<number>;
+  /** Stores the user's escrow (from {@link User.escrow}). */
+  putEscrow(userId: string, escrow: Uint8Array): Promise<void>;
+  /**
+   * Releases the escrow with a re-authentication token (spent), with the current record and
+   * version. `429 rate_limited` over the release limits (`retryAfter`).
+   */
+  getEscrow(userId: string, token: string): Promise<ReleasedEscrow>;
+  /** The groups whose member index holds `userId` (a device of that user must ask). */
+  listMyGroups(userId: string): Promise<GroupHead[]>;
+  /** Publishes a genesis entry (from {@link createGroup}). */
+  createGroup(groupId: string, entry: Uint8Array, options?: GroupIndexOptions): Promise<GroupHead>;
+  /**
+   * Appends an entry (from a {@link Group} proposal) whose parent must be the head:
+   * {@link DirectoryConflictError} if another entry took that parent.
+   */
+  appendEntry(groupId: string, entry: Uint8Array, options?: GroupIndexOptions): Promise<GroupHead>;
+  /** One page of the log (`from` default 0, `limit` ≤ 1000). */
+  getEntries(groupId: string, options?: { from?: number; limit?: number }): Promise<EntriesPage>;
+  /**
+   * Fetches the whole log and verifies it with {@link Group.fromLog}, against `checkpoint`
+   * (persisted from {@link Group.checkpoint}) if given.
+   */
+  fetchGroup(groupId: string, options?: { checkpoint?: Uint8Array }): Promise<Group>;
+  /**
+   * Fetches the entries after `group`'s head, verifies and applies them; resolves to how
+   * many. Rejects with `log_rollback` if the server's head is behind the group's, `log_fork`
+   * if it differs at the same seq (the group is then unchanged).
+   */
+  syncGroup(group: Group): Promise<number>;
+  /**
+   * {@link listMyGroups}, then {@link fetchGroup} for each, with the checkpoint persisted for
+   * that group id if `checkpoints` has one.
+   */
+  loadMyGroups(
+    userId: string,
+    options?: { checkpoints?: Map<string, Uint8Array> | Record<string, Uint8Array> },
+  ): Promise<LoadedGroup[]>;
+  /** Stores a document's access block; `expectedVersion` 0 creates. Resolves to the version. */
+  putAccessBlock(docId: string, block: Uint8Array, expectedVersion?: number): Promise<number>;
+  /** A document's access block and its version. */
+  getAccessBlock(docId: string): Promise<{ version: number; block: Uint8Array }>;
+  /**
+   * Uploads a blob (the ciphertext). It is read into memory once to hash it for the
+   * signature. Only a device of the user who uploaded a blob may replace it.
+   */
+  putBlob(blobId: string, data: Blob | Uint8Array | ArrayBuffer): Promise<{ size: number; sha256: string }>;
+  /** Downloads a whole blob. */
+  getBlob(blobId: string): Promise<Blob>;
+  /** Bytes `start..end` (end exclusive) of a blob, by one signed Range request. */
+  getBlobRange(blobId: string, start: number, end: number): Promise<Uint8Array>;
+  /** A {@link RangeSource} over signed Range requests, for {@link decryptRange}. */
+  blobSource(blobId: string): Promise<RangeSource>;
 }

@@ -7,3 +7,4 @@ const require = createRequire(import.meta.url);
 setLoader(async () => require('../pkg/node/keystead_wasm.js'));
 
 export * from './api.js';
+export * from './directory.js';

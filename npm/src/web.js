@@ -9,3 +9,4 @@ setLoader(async (input) => {
 });
 
 export * from './api.js';
+export * from './directory.js';

@@ -27,6 +27,9 @@ test('init() loads once', async () => {
 
 test('the exports are the documented API', () => {
   assert.deepEqual(Object.keys(keystead).sort(), [
+    'Directory',
+    'DirectoryConflictError',
+    'DirectoryError',
     'Group',
     'Identity',
     'User',

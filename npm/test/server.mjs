@@ -3,7 +3,11 @@
 //
 //   PUT /files/<name>   stores the body           GET /files/<name>  200, or 206 with Range
 //   GET /<path>         a file under npm/ (the page, src/, pkg/)
-import { createServer } from 'node:http';
+//   /v1/...             with `startServer({ proxy })`: forwarded to that origin (a running
+//                       `keystead serve`), so pages reach the key directory on their own
+//                       origin. Path, query and `Host` pass unchanged: device signatures
+//                       cover them.
+import { createServer, request as httpRequest } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { extname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,12 +21,39 @@ const types = {
   '.json': 'application/json',
 };
 
-export async function startServer() {
+// Forwards `req` to `target` (an http:// origin) and streams the answer back. Headers pass
+// as they came, `Host` included; hop-by-hop ones are left to Node.
+function forward(req, res, target) {
+  const hop = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection']);
+  const headers = {};
+  for (const [k, v] of Object.entries(req.headers)) if (!hop.has(k)) headers[k] = v;
+  const t = new URL(target);
+  const up = httpRequest(
+    { hostname: t.hostname, port: t.port, method: req.method, path: req.url, headers },
+    (answer) => {
+      const back = {};
+      for (const [k, v] of Object.entries(answer.headers)) if (!hop.has(k)) back[k] = v;
+      res.writeHead(answer.statusCode ?? 502, back);
+      answer.pipe(res);
+    },
+  );
+  up.on('error', (e) => {
+    if (!res.headersSent) res.writeHead(502, { 'Content-Type': 'text/plain' });
+    res.end(`proxy: ${e.message}`);
+  });
+  req.pipe(up);
+}
+
+export async function startServer(options = {}) {
   const files = new Map();
   const stats = { uploads: 0, fullGets: 0, rangeGets: 0, bytesServed: 0 };
   const server = createServer(async (req, res) => {
     try {
       const url = new URL(req.url, 'http://x');
+      if (options.proxy && url.pathname.startsWith('/v1/')) {
+        forward(req, res, options.proxy);
+        return;
+      }
       if (url.pathname.startsWith('/files/')) {
         const name = url.pathname.slice('/files/'.length);
         if (req.method === 'PUT') {

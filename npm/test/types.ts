@@ -28,6 +28,13 @@ import {
   type CreatedGroup,
   type Escrow,
   type GroupMember,
+  Directory,
+  DirectoryConflictError,
+  DirectoryError,
+  type DirectoryUser,
+  type GroupHead,
+  type LoadedGroup,
+  type ReleasedEscrow,
 } from "keystead";
 
 export async function usage(file: File, input: ReadableStream<Uint8Array>): Promise<void> {
@@ -131,4 +138,57 @@ export async function groups(device: Identity, file: Blob): Promise<void> {
   createGroup(u, "group/g", [], { history: "some" });
   // @ts-expect-error: a Group comes from createGroup or Group.fromLog
   new Group();
+}
+
+export async function directory(device: Identity, token: string, file: Blob): Promise<void> {
+  await init();
+  const header: string = device.signRequest("GET", "keys.example:8443", "/v1/x?y=1");
+  device.signRequest("PUT", "h", "/", new Uint8Array(1), { timestamp: 1_767_225_600 });
+  device.signRequest("PUT", "h", "/", undefined, { bodySha256: new Uint8Array(32) });
+  const dir = new Directory({ tenant: "acme", device, baseUrl: "https://keys.example" });
+  const u = createUser("ada");
+  const { certificate, record } = u.addDevice(device);
+  const v1: number = await dir.enroll(token, { user: u, device, certificate, record });
+  const someone: DirectoryUser = await dir.getUser("bob");
+  await dir.putUser("ada", { expectedVersion: v1, record, addDevices: [{ device, certificate }], removeDevices: ["old"] });
+  await dir.putEscrow("ada", (await u.escrow()).escrow);
+  const released: ReleasedEscrow = await dir.getEscrow("ada", token);
+  const heads: GroupHead[] = await dir.listMyGroups("ada");
+  const { group, entry } = createGroup(u, "team", [someone.record]);
+  await dir.createGroup("team", entry, { members: ["ada", "bob"] });
+  try {
+    await dir.appendEntry("team", group.rotateGroup(u).entry);
+  } catch (e) {
+    if (e instanceof DirectoryConflictError) {
+      const n: number = await dir.syncGroup(group);
+      void n;
+    } else if (e instanceof DirectoryError) {
+      const code: string = e.code;
+      const status: number = e.status;
+      void [code, status, e.retryAfter];
+    }
+  }
+  const page = await dir.getEntries("team", { from: 1, limit: 10 });
+  const g: Group = await dir.fetchGroup("team", { checkpoint: group.checkpoint() });
+  const loaded: LoadedGroup[] = await dir.loadMyGroups("ada", { checkpoints: new Map([["team", g.checkpoint()]]) });
+  for (const l of loaded) {
+    if (l.group) l.group.free();
+  }
+  const { blob, accessBlock, documentId } = await encryptBlob(file, [], device, { group });
+  await dir.putBlob(documentId, blob);
+  const version: number = await dir.putAccessBlock(documentId, accessBlock);
+  await dir.putAccessBlock(documentId, accessBlock, version);
+  const got = await dir.getAccessBlock(documentId);
+  const whole: Blob = await dir.getBlob(documentId);
+  const part: Uint8Array = await dir.getBlobRange(documentId, 0, 10);
+  const plain = await decryptRange(await dir.blobSource(documentId), 0, 10, device, {
+    accessBlock: got.block,
+    author: device.signingPublicKey,
+    group,
+  });
+  void [header, released, heads, page, whole, part, plain];
+  // @ts-expect-error: the tenant is required
+  new Directory({ device });
+  // @ts-expect-error: the signer is an Identity
+  new Directory({ tenant: "acme", device: device.signingPublicKey });
 }

@@ -641,6 +641,13 @@ async fn escrow_needs_a_fresh_reauthentication_token_and_is_rate_limited() {
         unb64(r.json()["escrow"].as_str().unwrap()),
         b"identity key sealed under the recovery code"
     );
+    // With the current record and its version: the recovering browser has no device yet
+    // to read the user with, and enrolls its new device against that version.
+    assert_eq!(
+        unb64(r.json()["user_record"].as_str().unwrap()),
+        b"signed user record v1"
+    );
+    assert_eq!(r.json()["version"], 1);
     assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
     // Backoff: straight away again is 429 (and does not spend the token).
     let t2 = env.token("ada", "reauthentication").await;

@@ -82,6 +82,7 @@ pub mod groups;
 pub mod identity;
 mod js;
 pub mod range;
+pub mod request_auth;
 pub mod rng;
 pub mod streams;
 

@@ -251,13 +251,28 @@ pub(super) struct UserResp {
     devices: Vec<DeviceResp>,
 }
 
-/// Body of `PUT .../escrow` and answer of `GET .../escrow`.
-#[derive(Deserialize, Serialize, ToSchema)]
+/// Body of `PUT .../escrow`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct EscrowBody {
     /// The escrowed identity key (sealed under the recovery secret on the device).
     #[schema(value_type = B64)]
     escrow: String,
+}
+
+/// Answer of `GET .../escrow`: the escrow and the user's current record. A browser that
+/// recovers has no registered device yet to read the user with, and needs the record (to
+/// sign its successor) and its version (to enroll a new device with `expected_version`).
+#[derive(Serialize, ToSchema)]
+pub(super) struct EscrowReleaseResp {
+    /// The escrowed identity key.
+    #[schema(value_type = B64)]
+    escrow: String,
+    /// The user's current signed record (as `GET .../users/{user_id}` serves it).
+    #[schema(value_type = B64)]
+    user_record: String,
+    /// The record's version.
+    version: u64,
 }
 
 /// Body of `POST /v1/e2e/tenants/{tenant_id}/groups`.
@@ -708,7 +723,9 @@ pub(super) async fn put_escrow(
 ///
 /// Needs a re-authentication token (`Authorization: Keystead-Token <token>`), which this
 /// spends. At most 5 attempts per user per hour, with a growing wait between attempts
-/// (`429 rate_limited` with `Retry-After`). Releases and refusals are audited.
+/// (`429 rate_limited` with `Retry-After`). Releases and refusals are audited. The answer
+/// carries the user's current record and version: the recovering browser has no
+/// registered device to read them with, and needs both to enroll a new device.
 #[utoipa::path(
     get,
     path = "/v1/e2e/tenants/{tenant_id}/users/{user_id}/escrow",
@@ -720,7 +737,7 @@ pub(super) async fn put_escrow(
         ("user_id" = String, Path, description = "User id."),
     ),
     responses(
-        (status = 200, description = "The escrow blob.", body = EscrowBody),
+        (status = 200, description = "The escrow blob and the user's current record.", body = EscrowReleaseResp),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthenticated),
         (status = 404, response = NotFound),
@@ -743,7 +760,14 @@ pub(super) async fn get_escrow(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let blob = d.get_escrow(&tenant, &user, auth).await?;
-    let mut resp = Json(EscrowBody { escrow: b64(&blob) }).into_response();
+    // A released escrow implies an enrolled user: the record exists.
+    let (u, _) = d.user(&tenant, &user)?;
+    let mut resp = Json(EscrowReleaseResp {
+        escrow: b64(&blob),
+        user_record: b64(&u.record),
+        version: u.version,
+    })
+    .into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
