@@ -10,12 +10,11 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 import { startServer } from '../server.mjs';
 import { startKeystead } from '../keystead.mjs';
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const GROUP = 'team';
 let keystead;
 let server;
@@ -57,19 +56,7 @@ function expectDoc(id, got) {
 before(async () => {
   keystead = await startKeystead();
   server = await startServer({ proxy: keystead.url });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--disable-dev-shm-usage',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
