@@ -154,6 +154,8 @@ struct DirectoryFile {
     max_blob_mib: Option<u64>,
     /// Escrow releases per user per hour (default 5).
     escrow_per_hour: Option<usize>,
+    /// Device-signed requests per second per device (default 50; 0: no limit).
+    device_requests_per_sec: Option<f64>,
 }
 
 /// Builds the key directory from `[directory]`.
@@ -203,6 +205,12 @@ fn build_directory(
     }
     if let Some(n) = f.escrow_per_hour {
         opts.escrow_per_hour = n;
+    }
+    if let Some(r) = f.device_requests_per_sec {
+        if !(r.is_finite() && r >= 0.0) {
+            return Err("[directory] device_requests_per_sec must be a number ≥ 0".into());
+        }
+        opts.device_requests_per_sec = r;
     }
     let store = Arc::new(SqliteStore::open(&dir.join("keystead.db"))?);
     Ok(Arc::new(crate::directory::Directory::new(

@@ -83,6 +83,11 @@ enum Blobs {
 }
 
 async fn start(blobs: Blobs) -> Env {
+    start_with(blobs, 0.0).await
+}
+
+/// [`start`] with a per-device request limit (requests per second; 0 turns it off).
+async fn start_with(blobs: Blobs, device_requests_per_sec: f64) -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = temp_dir();
     let sqlite = Arc::new(SqliteStore::open(&dir.join("keystead.db")).unwrap());
@@ -140,6 +145,7 @@ async fn start(blobs: Blobs) -> Env {
         service.clone(),
         DirectoryOptions {
             escrow_backoff_secs: 1,
+            device_requests_per_sec,
             ..DirectoryOptions::default()
         },
     ));
@@ -1341,4 +1347,37 @@ async fn a_disabled_tenant_refuses_directory_requests() {
         )
         .await;
     assert_eq!(r.status, 409);
+}
+
+#[tokio::test]
+async fn each_device_is_rate_limited_and_only_genuine_requests_count() {
+    let env = start_with(Blobs::File, 3.0).await;
+    // Enrollment is token-authenticated: it does not count towards the device's limit.
+    let ada = env.user("ada", "ada-laptop").await;
+    let bob = env.user("bob", "bob-laptop").await;
+    let path = format!("/v1/e2e/tenants/{T}/users/ada");
+    // Forged requests naming ada's device (bad signature) are refused before they are
+    // counted: they cannot use up her allowance.
+    for _ in 0..5 {
+        let auth = env.sign(&ada, &Method::GET, &path, b"", Spoil::Key);
+        let r = env.send(Method::GET, &path, Some(&auth), None, &[]).await;
+        assert_eq!(r.status, 401);
+    }
+    // A burst of one second's worth, then 429 with a Retry-After.
+    for i in 0..3 {
+        let r = env.signed(&ada, Method::GET, &path, None).await;
+        assert_eq!(r.status, 200, "request {i}");
+    }
+    let r = env.signed(&ada, Method::GET, &path, None).await;
+    assert_eq!((r.status, r.code().as_str()), (429, "rate_limited"));
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "retry-after {wait}");
+    // Another device has its own allowance.
+    let bobs = format!("/v1/e2e/tenants/{T}/users/bob");
+    let r = env.signed(&bob, Method::GET, &bobs, None).await;
+    assert_eq!(r.status, 200);
+    // The bucket refills.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = env.signed(&ada, Method::GET, &path, None).await;
+    assert_eq!(r.status, 200);
 }

@@ -92,6 +92,9 @@ pub struct DirectoryOptions {
     pub max_blob_bytes: u64,
     /// Largest signed record, certificate, escrow blob or access block, bytes.
     pub max_record_bytes: usize,
+    /// Device-signed requests per second per device (burst: one second's worth); 0 turns
+    /// the limit off. Counted per instance, like the nonces.
+    pub device_requests_per_sec: f64,
 }
 
 impl Default for DirectoryOptions {
@@ -102,6 +105,7 @@ impl Default for DirectoryOptions {
             escrow_backoff_secs: 30,
             max_blob_bytes: 1 << 30,
             max_record_bytes: 256 * 1024,
+            device_requests_per_sec: 50.0,
         }
     }
 }
@@ -140,6 +144,8 @@ pub struct Directory {
     clock: Arc<dyn Clock>,
     service: Arc<Service>,
     nonces: NonceCache,
+    /// Per-device request limit (device-signed routes).
+    device_limit: crate::http::RateLimiter,
     opts: DirectoryOptions,
     /// Verified group states at their heads (the start of the next append's check).
     states: Arc<group_check::StateCache>,
@@ -182,6 +188,7 @@ impl Directory {
             clock,
             service,
             nonces: NonceCache::default(),
+            device_limit: crate::http::RateLimiter::new(0.0, opts.device_requests_per_sec),
             opts,
             states: Arc::default(),
         }
@@ -273,10 +280,13 @@ impl Directory {
         Ok((auth, device))
     }
 
-    /// Second half: verifies the signature over the request and the body's hash, then
-    /// spends the nonce (a replay is `401 replayed_request`).
+    /// Second half: verifies the signature over the request and the body's hash, spends the
+    /// nonce (a replay is `401 replayed_request`), then charges the device's rate limit
+    /// (`429 rate_limited`; counted only for genuine requests, so nobody can use up another
+    /// device's allowance).
     pub fn finish_authenticate(
         &self,
+        tenant: &str,
         info: &RequestInfo,
         auth: &DeviceAuth,
         device: &DeviceRecord,
@@ -297,7 +307,8 @@ impl Directory {
         keystead_core::request_auth::verify(&key, &req, &auth.sig)
             .map_err(|_| ApiError::unauthenticated())?;
         self.nonces
-            .check_and_insert(&auth.device_id, auth.nonce, auth.timestamp, self.now())
+            .check_and_insert(&auth.device_id, auth.nonce, auth.timestamp, self.now())?;
+        self.device_limit.check_device(tenant, &device.device_id)
     }
 
     /// Authenticates a device-signed request whose body is in memory.
@@ -308,7 +319,7 @@ impl Directory {
         body: &[u8],
     ) -> Result<DeviceRecord, ApiError> {
         let (auth, device) = self.pre_authenticate(tenant, info)?;
-        self.finish_authenticate(info, &auth, &device, Sha256::digest(body).into())?;
+        self.finish_authenticate(tenant, info, &auth, &device, Sha256::digest(body).into())?;
         Ok(device)
     }
 

@@ -114,7 +114,7 @@ async fn signed_group_json<T: serde::de::DeserializeOwned>(
     check_id("tenant_id", tenant)?;
     let (auth, dev) = d.pre_authenticate(tenant, info)?;
     let body = read_body_max(body, MAX_GROUP_BODY).await?;
-    d.finish_authenticate(info, &auth, &dev, Sha256::digest(&body).into())?;
+    d.finish_authenticate(tenant, info, &auth, &dev, Sha256::digest(&body).into())?;
     Ok((dev, parse_json_max(&body, MAX_GROUP_BODY)?))
 }
 
@@ -1136,7 +1136,7 @@ pub(super) async fn put_blob(
     ));
     let res = async {
         let (size, sha256) = receive(body, &tmp, d.options().max_blob_bytes).await?;
-        d.finish_authenticate(&info, &auth, &dev, sha256)?;
+        d.finish_authenticate(&tenant, &info, &auth, &dev, sha256)?;
         d.commit_blob(&dev, &tenant, &blob_id, &tmp, size, sha256)
             .await?;
         Ok::<_, ApiError>((size, sha256))

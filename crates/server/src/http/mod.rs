@@ -150,6 +150,12 @@ impl RateLimiter {
         }
     }
 
+    /// Charges one device-signed request (key directory) to the device, under the per-key
+    /// rate: a device is limited like a service key.
+    pub fn check_device(&self, tenant: &str, device_id: &str) -> Result<(), ApiError> {
+        self.take(format!("d\0{tenant}\0{device_id}"), self.per_key, 1.0)
+    }
+
     /// Charges `cost` requests to the tenant and to the key.
     pub fn check(&self, p: &Principal, tenant: &str, cost: usize) -> Result<(), ApiError> {
         let cost = cost.max(1) as f64;
