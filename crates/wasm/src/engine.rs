@@ -233,7 +233,8 @@ impl AccessPolicy {
     }
 }
 
-fn signing_key(bytes: &[u8]) -> Result<SigningPublicKey> {
+/// An Ed25519 public key from JS bytes (`invalid_key` unless 32 bytes of a valid point).
+pub(crate) fn signing_key(bytes: &[u8]) -> Result<SigningPublicKey> {
     let arr: [u8; 32] = bytes.try_into().map_err(|_| {
         Error::new(
             ErrorCode::InvalidKey,

@@ -31,9 +31,10 @@ use keystead_core::groups::{
     self, Checkpoint, DeviceCertificate, EpochKey, EscrowSecret, EscrowedIdentity, GroupState,
     History, LogEntry, Op, RecoveryCode, UserIdentity, UserRecord,
 };
-use keystead_core::{Dek, GroupId, RecipientId, SigningPublicKey, UserId};
+use keystead_core::{Dek, GroupId, RecipientId, UserId};
 use wasm_bindgen::prelude::*;
 
+use crate::engine::signing_key;
 use crate::error::{Error, ErrorCode, Result};
 use crate::identity::{Identity, hex};
 use crate::js;
@@ -210,16 +211,6 @@ pub fn safety_code(
     );
     let (ka, kb) = (signing_key(identity_key_a)?, signing_key(identity_key_b)?);
     Ok(groups::safety_code(&ua, &ka, &ub, &kb).map_err(Error::from)?)
-}
-
-fn signing_key(bytes: &[u8]) -> Result<SigningPublicKey> {
-    let arr: [u8; 32] = bytes.try_into().map_err(|_| {
-        Error::new(
-            ErrorCode::InvalidKey,
-            "an Ed25519 public key is 32 bytes long",
-        )
-    })?;
-    Ok(SigningPublicKey::from_bytes(&arr)?)
 }
 
 // ---- Group -----------------------------------------------------------------------------

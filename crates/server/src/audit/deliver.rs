@@ -231,18 +231,19 @@ async fn deliver_loop(
         spool::load_cursor(&ts.dir, &file).unwrap_or_else(|| spool::start_cursor(&ts));
     ts.lock().cursors.insert(sink_id.clone(), cur);
     let mut failures = 0u32;
+    let scale = sink.batch_scale().max(1);
+    let (max_events, max_bytes) = (
+        opts.batch_events.saturating_mul(scale),
+        opts.batch_bytes.saturating_mul(scale),
+    );
     loop {
         let stopping = *stop.borrow();
         // Register interest before reading so a commit between the read and the wait wakes us.
         let notified = ts.notify.notified();
         let read = {
             let ts = ts.clone();
-            let scale = sink.batch_scale().max(1);
-            let (n, b) = (
-                opts.batch_events.saturating_mul(scale),
-                opts.batch_bytes.saturating_mul(scale),
-            );
-            tokio::task::spawn_blocking(move || spool::read_batch(&ts, cur, n, b)).await
+            tokio::task::spawn_blocking(move || spool::read_batch(&ts, cur, max_events, max_bytes))
+                .await
         };
         let batch = match read {
             Ok(Ok(b)) => b,
@@ -293,10 +294,7 @@ async fn deliver_loop(
                 // A small batch means delivery caught up: let events gather for a moment
                 // so the sink gets fewer, larger batches (one request or fsync each)
                 // instead of one per commit.
-                if batch.events.len()
-                    < opts.batch_events.saturating_mul(sink.batch_scale().max(1)) / 2
-                    && !*stop.borrow()
-                {
+                if batch.events.len() < max_events / 2 && !*stop.borrow() {
                     tokio::select! {
                         () = tokio::time::sleep(opts.linger) => {}
                         _ = stop.changed() => {}
