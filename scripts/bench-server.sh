@@ -3,6 +3,7 @@
 # batch-unwrap of 1000 EDEKs for a leased built-in tenant on loopback.
 #
 #   DURATION (default 20s)  CONNECTIONS (default 64)  THREADS (default 1)
+#   ROUTES (default "wrap unwrap batch")  which runs, in this order
 #   AUDIT=off  runs the server with --unsafe-no-audit (no audit events at all) to measure
 #              what the audit pipeline costs; the default is the real pipeline (durable
 #              spool, hash chain, checkpoints, delivery to the default per-tenant file).
@@ -14,6 +15,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 command -v wrk >/dev/null || { echo "bench-server: needs wrk (apt-get install wrk)" >&2; exit 2; }
 duration="${DURATION:-20s}"
+for route in ${ROUTES:-wrap unwrap batch}; do
+  case "$route" in
+    wrap | unwrap | batch) ;;
+    *) echo "bench-server: unknown route $route (wrap, unwrap, batch)" >&2; exit 2 ;;
+  esac
+done
 conns="${CONNECTIONS:-64}"
 threads="${THREADS:-1}"
 
@@ -53,9 +60,13 @@ run() {
   echo "== $name: wrk -t$threads -c$c -d$duration --latency $path"
   BODY_FILE="$body" wrk -t"$threads" -c"$c" -d"$duration" --latency -s scripts/bench/post.lua "$api$path"
 }
-run wrap "$work/wrap.json" /v1/keys/wrap "$conns"
-run unwrap "$work/unwrap.json" /v1/keys/unwrap "$conns"
-run "batch-unwrap (1000 EDEKs per request)" "$work/batch.json" /v1/keys/batch-unwrap 4
+for route in ${ROUTES:-wrap unwrap batch}; do
+  case "$route" in
+    wrap) run wrap "$work/wrap.json" /v1/keys/wrap "$conns" ;;
+    unwrap) run unwrap "$work/unwrap.json" /v1/keys/unwrap "$conns" ;;
+    batch) run "batch-unwrap (1000 EDEKs per request)" "$work/batch.json" /v1/keys/batch-unwrap 4 ;;
+  esac
+done
 echo
 echo "== server-side latency histogram (admin /metrics)"
 curl -sf "http://127.0.0.1:$admin/metrics" | grep -E 'request_duration_seconds_(bucket|count|sum)\{route="/v1/keys/(wrap|unwrap)"' | grep -E 'le="(0.00001|0.000025|0.00005|0.0001|0.00025)"|_sum|_count'
