@@ -22,10 +22,16 @@ for round in $(seq "$rounds"); do
       exit 1
     }
     # One "Requests/sec" line per route, in the order of $routes.
-    rates=($(awk '/^Requests\/sec/ {print $2}' <<<"$out"))
+    read -r -a rates <<<"$(awk '/^Requests\/sec/ {print $2}' <<<"$out" | tr '\n' ' ')"
+    read -r -a names <<<"$routes"
+    if [ "${#rates[@]}" -ne "${#names[@]}" ]; then
+      echo "$out" >&2
+      echo "bench-audit: expected ${#names[@]} wrk results, got ${#rates[@]} (round $round, audit $audit)" >&2
+      exit 1
+    fi
     i=0
     for route in $routes; do
-      echo "$route $audit ${rates[$i]:-0}" >>"$results"
+      echo "$route $audit ${rates[$i]}" >>"$results"
       i=$((i + 1))
     done
     echo "round $round, audit $audit: ${rates[*]} requests/s ($routes)"
