@@ -10,6 +10,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 rounds="${ROUNDS:-3}"
 routes="${ROUTES:-wrap unwrap}"
+read -r -a names <<<"$routes"
 export DURATION="${DURATION:-10s}"
 results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
@@ -23,16 +24,13 @@ for round in $(seq "$rounds"); do
     }
     # One "Requests/sec" line per route, in the order of $routes.
     read -r -a rates <<<"$(awk '/^Requests\/sec/ {print $2}' <<<"$out" | tr '\n' ' ')"
-    read -r -a names <<<"$routes"
     if [ "${#rates[@]}" -ne "${#names[@]}" ]; then
       echo "$out" >&2
       echo "bench-audit: expected ${#names[@]} wrk results, got ${#rates[@]} (round $round, audit $audit)" >&2
       exit 1
     fi
-    i=0
-    for route in $routes; do
-      echo "$route $audit ${rates[$i]}" >>"$results"
-      i=$((i + 1))
+    for i in "${!names[@]}"; do
+      echo "${names[$i]} $audit ${rates[$i]}" >>"$results"
     done
     echo "round $round, audit $audit: ${rates[*]} requests/s ($routes)"
   done

@@ -15,7 +15,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 command -v wrk >/dev/null || { echo "bench-server: needs wrk (apt-get install wrk)" >&2; exit 2; }
 duration="${DURATION:-20s}"
-for route in ${ROUTES:-wrap unwrap batch}; do
+routes="${ROUTES:-wrap unwrap batch}"
+for route in $routes; do
   case "$route" in
     wrap | unwrap | batch) ;;
     *) echo "bench-server: unknown route $route (wrap, unwrap, batch)" >&2; exit 2 ;;
@@ -60,7 +61,7 @@ run() {
   echo "== $name: wrk -t$threads -c$c -d$duration --latency $path"
   BODY_FILE="$body" wrk -t"$threads" -c"$c" -d"$duration" --latency -s scripts/bench/post.lua "$api$path"
 }
-for route in ${ROUTES:-wrap unwrap batch}; do
+for route in $routes; do
   case "$route" in
     wrap) run wrap "$work/wrap.json" /v1/keys/wrap "$conns" ;;
     unwrap) run unwrap "$work/unwrap.json" /v1/keys/unwrap "$conns" ;;
